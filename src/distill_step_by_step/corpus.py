@@ -1,0 +1,77 @@
+"""Rationale corpora: one record per example with the teacher's parsed rationale and label.
+
+Every teacher (the recorded PaLM completions, an HTTP server, a local model) produces records of the
+same shape, so everything downstream reads one format::
+
+    {...prepared example..., "completion": raw text, "rationale": str|None, "teacher_label": str|None,
+     "teacher_ok": bool, "teacher_error": str|None}
+
+Completions that do not follow the answer pattern stay in the corpus with ``teacher_ok = False`` and
+the reason; the summary counts them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .datasets import get_spec
+from .errors import DataError
+from .jsonio import read_jsonl
+from .parsing import parse_completion
+from .scoring import is_correct
+
+
+def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dict[str, Any]:
+    """Attach a parsed teacher completion to a prepared example."""
+    parsed = parse_completion(dataset, completion)
+    return {
+        **example,
+        "completion": completion,
+        "rationale": parsed.rationale,
+        "teacher_label": parsed.label,
+        "teacher_ok": parsed.ok,
+        "teacher_error": parsed.error,
+    }
+
+
+def summarise(records: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    """Rows, parse counts (with reasons), agreement of the teacher label with gold, rationale length."""
+    parsed = [r for r in records if r["teacher_ok"]]
+    reasons = Counter(str(r["teacher_error"]).split(":")[0] for r in records if not r["teacher_ok"])
+    correct = [is_correct(task, r["teacher_label"], r["label"]) for r in parsed]
+    words = [len(r["rationale"].split()) for r in parsed]
+    return {
+        "rows": len(records),
+        "parsed": len(parsed),
+        "unparsed": len(records) - len(parsed),
+        "unparsed_reasons": dict(reasons.most_common()),
+        "agreement": round(sum(correct) / len(records), 4) if records else 0.0,
+        "agreement_parsed": round(sum(correct) / len(parsed), 4) if parsed else 0.0,
+        "mean_rationale_words": round(sum(words) / len(words), 2) if words else 0.0,
+    }
+
+
+def load_recorded(prepared_dir: str | Path, dataset: str, split: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """A prepared split and its recorded PaLM completions, checked to be aligned by id."""
+    base = Path(prepared_dir) / dataset
+    examples = read_jsonl(base / f"{split}.jsonl")
+    recorded_path = base / "palm" / f"{split}.jsonl"
+    recorded = read_jsonl(recorded_path)
+    if len(recorded) != len(examples):
+        raise DataError(f"{len(recorded)} completions for {len(examples)} examples", path=str(recorded_path))
+    for i, (ex, rec) in enumerate(zip(examples, recorded)):
+        if rec.get("id") != ex["id"] or not isinstance(rec.get("completion"), str):
+            raise DataError(f"completion is not aligned with example {ex['id']!r}", path=str(recorded_path), line=i + 1)
+    return examples, [r["completion"] for r in recorded]
+
+
+def read_corpus(corpus_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """Read one split of a rationale corpus."""
+    return read_jsonl(Path(corpus_dir) / f"{split}.jsonl")
+
+
+def splits_of(dataset: str) -> list[str]:
+    """The prepared splits of a dataset (``train`` pool and ``test``)."""
+    return list(get_spec(dataset).splits)

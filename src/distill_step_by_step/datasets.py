@@ -1,0 +1,228 @@
+"""The four benchmarks: where each lives in the authors' archive and how it is normalised.
+
+Every prepared example has ``id``, ``input`` (formatted exactly as the authors' code formats it) and
+``label`` (gold, as text), plus what its task needs (``choices`` for CQA, ``premise``/``hypothesis``
+for the NLI sets). The split named ``train`` is the *training pool*; for e-SNLI and ANLI-R1 the mirror
+has no train inputs, so the pool is the official dev split (see ``POOL_NOTE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .archive import DatasetArchive
+from .errors import DataError
+
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+# The authors' T5 students join premise and hypothesis with the tokenizer's EOS token; the prepared
+# ``input`` spells T5's, and ``student_text`` re-joins with each student's own separator.
+T5_EOS = "</s>"
+POOL_NOTE = (
+    "training pool is the official dev split (the mirror has no train inputs); "
+    "validation is a fixed held-out part of it"
+)
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where one prepared split comes from in the archive."""
+
+    data_file: str  # e.g. "cqa/cqa_train.json"
+    completions: str  # prefix of the recorded PaLM files, e.g. "cqa/llm/train_CoT_"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A benchmark: its task type, its splits and how to normalise a raw row."""
+
+    name: str
+    task: str  # "choice" | "nli" | "equation"
+    splits: dict[str, SplitSource]
+    normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]
+    pool_note: str | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The closed label set, when there is one."""
+        return NLI_LABELS if self.task == "nli" else None
+
+
+def _need(row: dict[str, Any], key: str, where: str, line: int) -> Any:
+    if key not in row:
+        raise DataError(f"missing field {key!r}", path=where, line=line)
+    return row[key]
+
+
+def _text(row: dict[str, Any], key: str, where: str, line: int) -> str:
+    value = _need(row, key, where, line)
+    if not isinstance(value, str):
+        raise DataError(f"field {key!r} should be a string, got {type(value).__name__}", path=where, line=line)
+    return value
+
+
+def cqa_input(question: str, choices: list[str]) -> str:
+    """The authors' CommonsenseQA prompt: question, then the five lettered choices."""
+    letters = "abcde"
+    lines = [question, "Answer Choices:"] + [f"({letters[i]}) {c}" for i, c in enumerate(choices)]
+    return "\n".join(lines)
+
+
+def _norm_cqa(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
+    question = _text(row, "question", where, line)
+    choices = _need(row, "choices", where, line)
+    if not (isinstance(choices, list) and len(choices) == 5 and all(isinstance(c, str) for c in choices)):
+        raise DataError("field 'choices' should be a list of 5 strings", path=where, line=line)
+    answer = _text(row, "answer", where, line)
+    return {
+        "id": str(_need(row, "id", where, line)),
+        "input": cqa_input(question, choices),
+        "label": answer,
+        "question": question,
+        "choices": choices,
+    }
+
+
+def _nli_label(value: Any, where: str, line: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(NLI_LABELS):
+        raise DataError(f"label should be 0, 1 or 2, got {value!r}", path=where, line=line)
+    return NLI_LABELS[value]
+
+
+def _norm_nli(id_key: str | None) -> Callable[[dict[str, Any], str, int], dict[str, Any]]:
+    def norm(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
+        premise = _text(row, "premise", where, line)
+        hypothesis = _text(row, "hypothesis", where, line)
+        rid = str(_need(row, id_key, where, line)) if id_key else ""
+        return {
+            "id": rid,
+            "input": T5_EOS.join([premise, hypothesis]),
+            "label": _nli_label(_need(row, "label", where, line), where, line),
+            "premise": premise,
+            "hypothesis": hypothesis,
+        }
+
+    return norm
+
+
+def _norm_svamp(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
+    return {"id": "", "input": _text(row, "input", where, line), "label": _text(row, "label", where, line)}
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "cqa": DatasetSpec(
+        "cqa", "choice",
+        {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
+         "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
+        _norm_cqa,
+    ),
+    "svamp": DatasetSpec(
+        "svamp", "equation",
+        {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
+         "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
+        _norm_svamp,
+    ),
+    "esnli": DatasetSpec(
+        "esnli", "nli",
+        {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
+         "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
+        _norm_nli(None), POOL_NOTE,
+    ),
+    "anli1": DatasetSpec(
+        "anli1", "nli",
+        {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
+         "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
+        _norm_nli("uid"), POOL_NOTE,
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a dataset by name; unknown names list the known ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def load_split(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[dict[str, Any]]:
+    """Normalise one split of one dataset. Ids missing from the source are made from the position."""
+    src = spec.splits[split]
+    where = archive.where(src.data_file)
+    rows = archive.read_jsonl(src.data_file)
+    out = []
+    for i, row in enumerate(rows):
+        rec = spec.normalise(row, where, i + 1)
+        rec["id"] = rec["id"] or f"{spec.name}-{split}-{i:05d}"
+        out.append(rec)
+    if spec.name == "svamp":
+        _attach_svamp_ids(archive, split, out)
+    seen: set[str] = set()
+    for i, rec in enumerate(out):
+        if rec["id"] in seen:
+            raise DataError(f"duplicate id {rec['id']!r}", path=where, line=i + 1)
+        seen.add(rec["id"])
+    return out
+
+
+def _attach_svamp_ids(archive: DatasetArchive, split: str, rows: list[dict[str, Any]]) -> None:
+    """Give SVAMP rows their original ``chal-N`` ids when SVAMP.json reproduces the released split.
+
+    The authors split the 1,000 raw problems with ``numpy.random.RandomState(0).permutation``, first
+    800 for train; if the raw file is absent or disagrees, the positional ids stay.
+    """
+    if not archive.has("svamp/SVAMP.json"):
+        return
+    raw = archive.read_json("svamp/SVAMP.json")
+    if not isinstance(raw, list):
+        return
+    try:
+        items = [(str(r["ID"]), f'{r["Body"]}\n{r["Question"]}', str(r["Equation"])) for r in raw]
+    except (KeyError, TypeError):
+        return
+    perm = np.random.RandomState(seed=0).permutation(len(items))
+    idx = perm[:800] if split == "train" else perm[800:]
+    chosen = [items[j] for j in idx]
+    if len(chosen) == len(rows) and all(c[1] == r["input"] and c[2] == r["label"] for c, r in zip(chosen, rows)):
+        for c, r in zip(chosen, rows):
+            r["id"] = c[0]
+
+
+def load_recorded_completions(archive: DatasetArchive, spec: DatasetSpec, split: str, n_expected: int) -> list[str]:
+    """The recorded PaLM completions of a split, concatenated from ``<prefix>0.json, 1.json, ...``.
+
+    Raises DataError when there are none, when an item is not a string, or when the total does not
+    match the number of examples (the alignment is by order, so a mismatch would mislabel everything).
+    """
+    prefix = spec.splits[split].completions
+    files = []
+    while archive.has(f"{prefix}{len(files)}.json"):
+        files.append(f"{prefix}{len(files)}.json")
+    if not files:
+        raise DataError("missing recorded teacher completions", path=archive.where(f"{prefix}0.json"))
+    out: list[str] = []
+    for member in files:
+        batch = archive.read_json(member)
+        if not isinstance(batch, list):
+            raise DataError("expected a JSON list of completion strings", path=archive.where(member))
+        for j, item in enumerate(batch):
+            if not isinstance(item, str):
+                raise DataError(f"item {j} is {type(item).__name__}, expected a string", path=archive.where(member))
+        out.extend(batch)
+    if len(out) != n_expected:
+        names = ", ".join(archive.where(f) for f in files)
+        raise DataError(
+            f"{len(out)} completions for {n_expected} examples of {spec.splits[split].data_file} "
+            f"(completions are aligned by order, so counts must match): {names}"
+        )
+    return out
+
+
+def student_text(record: dict[str, Any], separator: str | None) -> str:
+    """The model input for a student whose tokenizer joins NLI sentence pairs with ``separator``."""
+    if "premise" in record and separator:
+        return separator.join([record["premise"], record["hypothesis"]])
+    return record["input"]

@@ -1,0 +1,108 @@
+"""Parse a teacher's few-shot chain-of-thought completion into (rationale, label).
+
+The rules are the authors' (``data_utils.py`` of google-research/distilling-step-by-step): cut the
+run-on into the next few-shot exemplar, split at the dataset's answer marker, read the label after
+it. Where the authors silently fall back to a blank label, we return ``ok=False`` with the reason, so
+the corpus counts and reports it. On every completion that follows the pattern, the rationale and
+label are exactly the authors'.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .datasets import NLI_LABELS
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The result of parsing one completion."""
+
+    rationale: str | None
+    label: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _fail(reason: str) -> Parsed:
+    return Parsed(None, None, reason)
+
+
+def _split_once(text: str, marker: str) -> tuple[str, str] | str:
+    parts = text.split(marker)
+    if len(parts) == 1:
+        return f"no answer marker: {marker!r}"
+    if len(parts) > 2:
+        return f"repeated answer marker: {marker!r} x{len(parts) - 1}"
+    return parts[0], parts[1]
+
+
+def parse_choice(text: str) -> Parsed:
+    """CQA: ``<rationale> So the answer is (c) wooded area.`` then ``\\n\\nQ: ...``."""
+    head = text.split("Q:")[0].rstrip()
+    split = _split_once(head, "So the answer is")
+    if isinstance(split, str):
+        return _fail(split)
+    rationale, tail = split
+    pieces = re.split(r"\(.\)", tail)
+    if len(pieces) < 2:
+        return _fail("no choice letter: expected '(x)' after the marker")
+    label = pieces[1].strip()
+    label = label[:-1] if label.endswith(".") else label
+    return _checked(rationale.rstrip(), label)
+
+
+def parse_equation(text: str) -> Parsed:
+    """SVAMP: ``<rationale> The answer is (10 * 45).`` then ``\\n\\nQ: ...``."""
+    head = text.split("Q:")[0].rstrip()
+    split = _split_once(head, "The answer is")
+    if isinstance(split, str):
+        return _fail(split)
+    rationale, tail = split
+    m = re.search(r"\(.*\)", tail)
+    if m is None:
+        return _fail("no equation: expected '(...)' after the marker")
+    return _checked(rationale.rstrip(), m.group(0))
+
+
+def parse_esnli(text: str) -> Parsed:
+    """e-SNLI: ``<rationale>\\nAnswer: neutral`` then ``\\n\\nPremise: ...``."""
+    if "Answer: " not in text:
+        return _fail("no answer marker: 'Answer: '")
+    rationale = text.split("Answer:")[0].rstrip()
+    label = text.split("Answer: ")[1].split("Premise")[0].rstrip()
+    return _checked(rationale, label, NLI_LABELS)
+
+
+def parse_anli(text: str) -> Parsed:
+    """ANLI: ``<rationale> So the answer is contradiction.`` then ``\\n\\nPremise: ...``."""
+    head = text.split("Premise:")[0].rstrip()
+    split = _split_once(head, "So the answer is")
+    if isinstance(split, str):
+        return _fail(split)
+    rationale, tail = split
+    return _checked(rationale.rstrip(), tail.lstrip()[:-1], NLI_LABELS)
+
+
+def _checked(rationale: str, label: str, allowed: tuple[str, ...] | None = None) -> Parsed:
+    if not rationale.strip():
+        return _fail("empty rationale")
+    if not label.strip():
+        return _fail("empty label")
+    if allowed is not None and label not in allowed:
+        return _fail(f"label outside the label set: {label[:40]!r}")
+    return Parsed(rationale, label)
+
+
+PARSERS = {"cqa": parse_choice, "svamp": parse_equation, "esnli": parse_esnli, "anli1": parse_anli}
+
+
+def parse_completion(dataset: str, text: str) -> Parsed:
+    """Parse a completion with the rules of ``dataset``; never raises on odd text."""
+    if not isinstance(text, str):
+        return _fail(f"not text: {type(text).__name__}")
+    return PARSERS[dataset](text)

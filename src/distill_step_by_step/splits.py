@@ -1,0 +1,110 @@
+"""The ``split`` stage: id manifests for validation, test and nested training fractions.
+
+* validation: carved once from the training pool with ``valid_seed`` and shared by every seed and
+  fraction (a fixed held-out part, as model selection needs);
+* training pool: the rest, optionally capped at ``pool_size`` examples (same cap for all seeds);
+* training fractions: per seed, one permutation of the pool; fraction ``f`` takes its first
+  ``round(f * N)`` ids, so every smaller fraction is a subset of every larger one;
+* test: the official test split, optionally subsampled to ``test_size`` with ``valid_seed``.
+
+Files (one id per line, never copies of the data)::
+
+    <out>/valid.ids  <out>/test.ids  <out>/seed_<s>/train_<fraction>.ids  <out>/summary.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .jsonio import atomic_dir, read_jsonl, write_json, write_lines
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """What the split stage reads from ``params.yaml: split``."""
+
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...]
+    valid_size: float = 0.1  # < 1: fraction of the pool; >= 1: number of examples
+    valid_seed: int = 0
+    pool_size: int | None = None
+    test_size: int | None = None
+
+    @classmethod
+    def from_params(cls, split: dict[str, Any]) -> "SplitConfig":
+        return cls(
+            fractions=tuple(split["fractions"]),
+            seeds=tuple(int(s) for s in split["seeds"]),
+            valid_size=split.get("valid_size", 0.1),
+            valid_seed=int(split.get("valid_seed", 0)),
+            pool_size=split.get("pool_size"),
+            test_size=split.get("test_size"),
+        )
+
+
+def fraction_tag(fraction: float | int | str) -> str:
+    """How a fraction appears in file and stage names: as written in params.yaml (``0.125``, ``1.0``)."""
+    return str(fraction)
+
+
+def _count(size: float, n: int) -> int:
+    k = int(size) if size >= 1 else int(round(size * n))
+    return min(max(k, 1), n - 1)
+
+
+def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig) -> dict[str, Any]:
+    """Compute the manifests (pure function of the ids and the config)."""
+    if len(pool_ids) < 2:
+        raise ValueError("the training pool needs at least 2 examples to carve a validation set")
+    for f in cfg.fractions:
+        if not 0 < float(f) <= 1:
+            raise ValueError(f"fraction {f} is not in (0, 1]")
+    perm = np.random.RandomState(cfg.valid_seed).permutation(len(pool_ids))
+    n_valid = _count(cfg.valid_size, len(pool_ids))
+    valid_idx = np.sort(perm[:n_valid])
+    rest = perm[n_valid:]
+    if cfg.pool_size is not None:
+        rest = rest[: int(cfg.pool_size)]
+    rest = np.sort(rest)  # pool order, so the seed permutation below alone decides membership
+    if cfg.test_size is not None and cfg.test_size < len(test_ids):
+        test_idx = np.sort(np.random.RandomState(cfg.valid_seed).permutation(len(test_ids))[: int(cfg.test_size)])
+        test = [test_ids[i] for i in test_idx]
+    else:
+        test = list(test_ids)
+    train: dict[int, dict[str, list[str]]] = {}
+    for seed in cfg.seeds:
+        order = np.random.RandomState(seed).permutation(len(rest))
+        train[seed] = {}
+        for f in cfg.fractions:
+            k = max(1, int(round(float(f) * len(rest))))
+            chosen = np.sort(rest[order[:k]])
+            train[seed][fraction_tag(f)] = [pool_ids[i] for i in chosen]
+    return {"valid": [pool_ids[i] for i in valid_idx], "test": test, "train": train, "pool_size": len(rest)}
+
+
+def write_splits(corpus_dir: str | Path, out_dir: str | Path, cfg: SplitConfig) -> dict[str, Any]:
+    """Read the corpus ids of one dataset and write its manifests; returns the summary."""
+    corpus_dir = Path(corpus_dir)
+    pool_ids = [r["id"] for r in read_jsonl(corpus_dir / "train.jsonl")]
+    test_ids = [r["id"] for r in read_jsonl(corpus_dir / "test.jsonl")]
+    splits = make_splits(pool_ids, test_ids, cfg)
+    summary = {
+        "pool_available": len(pool_ids) - len(splits["valid"]),
+        "pool_used": splits["pool_size"],
+        "valid": len(splits["valid"]),
+        "test": len(splits["test"]),
+        "test_available": len(test_ids),
+        "train": {str(s): {f: len(ids) for f, ids in per.items()} for s, per in splits["train"].items()},
+    }
+    with atomic_dir(out_dir) as tmp:
+        write_lines(tmp / "valid.ids", splits["valid"])
+        write_lines(tmp / "test.ids", splits["test"])
+        for seed, per in splits["train"].items():
+            for tag, ids in per.items():
+                write_lines(tmp / f"seed_{seed}" / f"train_{tag}.ids", ids)
+        write_json(tmp / "summary.json", summary)
+    return summary

@@ -1,0 +1,82 @@
+"""Shared fixtures: the real mirror archive, prepared data, and throwaway copies of this repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = (REPO / ".." / "shared" / "datasets" / "dss-datasets.zip").resolve()
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The authors' archive mirror that lives beside the checkout (never copied into the repo)."""
+    if not MIRROR.is_file():
+        pytest.fail(f"the dataset mirror is missing: {MIRROR} (clone the repo beside ../shared)")
+    return MIRROR
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
+    """All four datasets prepared once from the real mirror."""
+    from distill_step_by_step.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare(str(mirror), out, ["cqa", "svamp", "esnli", "anli1"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
+    """The recorded-PaLM rationale corpora of all four datasets."""
+    from distill_step_by_step.annotate import annotate_recorded
+
+    out = tmp_path_factory.mktemp("corpus")
+    for name in ("cqa", "svamp", "esnli", "anli1"):
+        annotate_recorded(prepared, name, out / name)
+    return out
+
+
+def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
+    """Run a command, failing the test with its output if it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_project(dest_root: Path) -> Path:
+    """A fresh git+DVC repository holding this project's files, with ``../shared`` beside it."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    repo = dest_root / "repo"
+    for rel in filter(None, files):
+        src = REPO / rel
+        if not src.is_file() or rel.startswith(("data/", "models/", "dvc.lock")):
+            continue
+        dst = repo / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    (dest_root / "shared").symlink_to(MIRROR.parent.parent, target_is_directory=True)
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
+    return repo
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A throwaway copy of the repository to run real ``dvc`` commands in."""
+    return copy_project(tmp_path)
