@@ -1,0 +1,141 @@
+"""The four training methods and how each turns corpus records into (source, target) text pairs.
+
+* ``finetune``: input -> gold label (standard fine-tuning).
+* ``distill``: input -> teacher label (standard distillation; the unlabeled setting).
+* ``step_by_step``: ``predict: input`` -> label and ``explain: input`` -> teacher rationale, trained
+  together with loss ``alpha * L_label + (1 - alpha) * L_rationale``; labels gold or teacher.
+* ``single_task``: input -> ``rationale Answer: label`` (ablation); the label is read back from the output.
+
+Rows whose teacher output did not parse cannot provide a teacher label or rationale: they are dropped
+from the tasks that need them and counted (``RowStats``), never silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .datasets import student_text
+
+METHODS = ("finetune", "distill", "step_by_step", "single_task")
+PREDICT_PREFIX = "predict: "
+EXPLAIN_PREFIX = "explain: "
+ANSWER_MARKER = " Answer: "
+_ANSWER_RE = re.compile(r"answer\s*:\s*(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A method and its tunables from ``params.yaml: methods.<name>``."""
+
+    name: str
+    alpha: float = 0.5
+    labels: str = "gold"  # gold | teacher (step_by_step, single_task); fixed for finetune/distill
+
+    @classmethod
+    def from_params(cls, name: str, cfg: dict[str, Any] | None) -> "MethodConfig":
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        cfg = dict(cfg or {})
+        labels = {"finetune": "gold", "distill": "teacher"}.get(name, cfg.get("labels", "gold"))
+        if labels not in ("gold", "teacher"):
+            raise ValueError(f"methods.{name}.labels must be gold or teacher, got {labels!r}")
+        alpha = float(cfg.get("alpha", 0.5))
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"methods.{name}.alpha must be in [0, 1], got {alpha}")
+        return cls(name=name, alpha=alpha, labels=labels)
+
+    @property
+    def uses_rationales(self) -> bool:
+        return self.name in ("step_by_step", "single_task")
+
+
+@dataclass
+class TextExample:
+    """One training example as text: its label-task pair and (step_by_step) its rationale-task pair."""
+
+    id: str
+    label_source: str
+    label_target: str
+    rationale_source: str | None = None
+    rationale_target: str | None = None
+
+
+@dataclass
+class RowStats:
+    """How many examples of a training subset each task could use, and why the rest were dropped."""
+
+    examples: int = 0
+    used: int = 0
+    with_rationale: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+def predict_source(record: dict[str, Any], method: MethodConfig, separator: str | None) -> str:
+    """The text the student sees when asked for a label (also at test time)."""
+    text = student_text(record, separator)
+    return PREDICT_PREFIX + text if method.name == "step_by_step" else text
+
+
+def explain_source(record: dict[str, Any], separator: str | None) -> str:
+    """The text the student sees when asked for a rationale (step_by_step only)."""
+    return EXPLAIN_PREFIX + student_text(record, separator)
+
+
+def target_label(record: dict[str, Any], method: MethodConfig) -> str | None:
+    """The label this method trains (and validates) on: gold, or the teacher's when it parsed."""
+    if method.labels == "gold":
+        return record["label"]
+    return record["teacher_label"] if record.get("teacher_ok") else None
+
+
+def single_task_target(rationale: str, label: str) -> str:
+    """The ``single_task`` target: the rationale, then the label behind a marker."""
+    return f"{rationale}{ANSWER_MARKER}{label}"
+
+
+def label_from_output(method: MethodConfig, text: str) -> str:
+    """The label in a decoded output (``single_task`` reads it from behind the last marker)."""
+    if method.name != "single_task":
+        return text.strip()
+    matches = list(_ANSWER_RE.finditer(text))
+    if not matches:
+        return ""
+    tail = text[matches[-1].start():]
+    m = _ANSWER_RE.match(tail)
+    return m.group(1).strip() if m else ""
+
+
+def training_examples(
+    records: list[dict[str, Any]], method: MethodConfig, separator: str | None
+) -> tuple[list[TextExample], RowStats]:
+    """Text examples for ``method`` from corpus records, with counts of what was dropped and why."""
+    stats = RowStats(examples=len(records))
+    out: list[TextExample] = []
+    for rec in records:
+        label = target_label(rec, method)
+        if label is None:
+            stats.drop("teacher label unparsed")
+            continue
+        has_rationale = bool(rec.get("teacher_ok")) and bool(rec.get("rationale"))
+        if method.name == "single_task":
+            if not has_rationale:
+                stats.drop("teacher rationale unparsed")
+                continue
+            ex = TextExample(rec["id"], student_text(rec, separator), single_task_target(rec["rationale"], label))
+        else:
+            ex = TextExample(rec["id"], predict_source(rec, method, separator), label)
+            if method.name == "step_by_step":
+                if has_rationale:
+                    ex.rationale_source = explain_source(rec, separator)
+                    ex.rationale_target = rec["rationale"]
+                else:
+                    stats.drop("rationale unparsed (label task kept)")
+        stats.used += 1
+        stats.with_rationale += ex.rationale_target is not None or method.name == "single_task"
+        out.append(ex)
+    return out, stats

