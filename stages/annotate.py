@@ -1,9 +1,15 @@
-"""DVC stage `annotate@<dataset>`: build the rationale corpus of one dataset with the configured teacher."""
+"""DVC stage `annotate@<dataset>`: build the rationale corpus of one dataset with the configured teacher.
+
+``params.yaml: teacher.name`` is ``palm`` (the recorded completions), ``http`` (an OpenAI-compatible
+server) or ``local`` (a ``transformers`` model here). Live teachers persist every completion under
+``--cache-dir`` as it arrives, so an interrupted or failed run resumes where it stopped.
+"""
 
 import argparse
 import json
+import sys
 
-from distill_step_by_step.annotate import annotate_recorded
+from distill_step_by_step.annotate import DEFAULT_CACHE_DIR, AnnotationIncomplete, annotate
 from distill_step_by_step.jsonio import write_json
 from distill_step_by_step.params import get, load_params
 
@@ -15,13 +21,18 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="corpus directory, e.g. data/corpus/cqa")
     ap.add_argument("--summary", required=True, help="corpus summary JSON, e.g. reports/corpus/cqa.json")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="resumable cache of live teachers' completions")
     args = ap.parse_args()
-    teacher = get(load_params(args.params), "teacher.name")
-    if teacher != "palm":
-        raise SystemExit(f"unknown teacher {teacher!r}")
-    summary = annotate_recorded(args.prepared, args.dataset, args.out)
+    teacher = get(load_params(args.params), "teacher")
+    if not isinstance(teacher, dict):
+        raise SystemExit("params.yaml: teacher must be a mapping with a name (palm, http or local)")
+    try:
+        summary = annotate(args.prepared, args.dataset, args.out, teacher, cache_dir=args.cache_dir)
+    except (AnnotationIncomplete, ValueError) as exc:  # ValueError: bad settings or data, named in the message
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     write_json(args.summary, summary)
-    print(json.dumps(summary["splits"], indent=1))
+    print(json.dumps({"splits": summary["splits"], **({"run": summary["run"]} if "run" in summary else {})}, indent=1))
 
 
 if __name__ == "__main__":

