@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast bench smoke clean-venv
+.PHONY: setup run test test-fast bench smoke paper clean-venv
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,9 @@ bench: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+smoke: setup
+	python -m distill_step_by_step.profiles run smoke
+
+paper: setup
+	python -m distill_step_by_step.profiles run paper

@@ -12,12 +12,12 @@ from distill_step_by_step.params import get, load_params
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--corpus", default="data/corpus")
-    ap.add_argument("--splits", default="data/splits")
+    ap.add_argument("--test-sets", default="data/test_sets")
     ap.add_argument("--out", default="reports/baseline.json")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
     result = {
-        name: teacher_baseline(Path(args.corpus) / name, name, Path(args.splits) / name / "test.ids")
+        name: teacher_baseline(Path(args.corpus) / name, name, Path(args.test_sets) / f"{name}.ids")
         for name in get(load_params(args.params), "data.datasets")
     }
     write_json(args.out, result)

@@ -5,7 +5,11 @@ Starting it again after an interruption resumes from the last saved state (kept 
 
 import argparse
 
-from distill_step_by_step.cell import train_cell
+from distill_step_by_step.gpu import claim_gpu
+
+claim_gpu()  # before torch is imported: pick this job's GPU from DSS_GPUS, if set
+
+from distill_step_by_step.cell import train_cell  # noqa: E402
 from distill_step_by_step.params import load_params
 
 

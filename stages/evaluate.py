@@ -1,9 +1,13 @@
 """DVC stage `evaluate@<cell>`: label-only test predictions of one trained student, and its accuracy."""
 
 import argparse
-import json
 
-from distill_step_by_step.cell import evaluate_cell
+from distill_step_by_step.gpu import claim_gpu
+
+claim_gpu()  # before torch is imported: pick this job's GPU from DSS_GPUS, if set
+
+import json
+from distill_step_by_step.cell import evaluate_cell  # noqa: E402
 from distill_step_by_step.params import load_params
 
 

@@ -13,7 +13,6 @@ from .evaluation import evaluate_student
 from .jsonio import read_lines, write_json, write_jsonl
 from .methods import MethodConfig
 from .params import get
-from .training import CellData, TrainConfig, train_student
 
 
 def select(records: list[dict[str, Any]], ids_path: str | Path) -> list[dict[str, Any]]:
@@ -35,6 +34,8 @@ def train_cell(params: dict[str, Any], dataset: str, method: str, student: str, 
                out_dir: str | Path, *, corpus_root: str | Path = "data/corpus", splits_root: str | Path = "data/splits",
                state_root: str | Path = ".resume") -> dict[str, Any]:
     """Train the cell's student on its training fraction, validating on the shared validation set."""
+    from .training import CellData, TrainConfig, train_student  # accelerate is slow to import; evaluate needs none of it
+
     corpus = Path(corpus_root) / dataset
     splits = Path(splits_root) / dataset
     pool = read_corpus(corpus, "train")
@@ -61,9 +62,9 @@ def train_cell(params: dict[str, Any], dataset: str, method: str, student: str, 
 
 
 def evaluate_cell(params: dict[str, Any], dataset: str, model_dir: str | Path, out_dir: str | Path, *,
-                  corpus_root: str | Path = "data/corpus", splits_root: str | Path = "data/splits") -> dict[str, Any]:
+                  corpus_root: str | Path = "data/corpus", test_sets: str | Path = "data/test_sets") -> dict[str, Any]:
     """Score the cell's checkpoint on the test manifest; write predictions.jsonl and metrics.json."""
-    test = select(read_corpus(Path(corpus_root) / dataset, "test"), Path(splits_root) / dataset / "test.ids")
+    test = select(read_corpus(Path(corpus_root) / dataset, "test"), Path(test_sets) / f"{dataset}.ids")
     rows, metrics = evaluate_student(
         model_dir, test, get_spec(dataset).task,
         batch_size=int(get(params, "evaluate.batch_size", 64)),

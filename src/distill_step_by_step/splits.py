@@ -9,7 +9,9 @@
 
 Files (one id per line, never copies of the data)::
 
-    <out>/valid.ids  <out>/test.ids  <out>/seed_<s>/train_<fraction>.ids  <out>/summary.json
+    <out>/valid.ids  <out>/seed_<s>/train_<fraction>.ids  <out>/summary.json
+    <test_out>  (e.g. data/test_sets/<dataset>.ids: kept apart so that what scores only the test set,
+                 like the teacher baseline, does not rerun when fractions or seeds change)
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig) -> d
     return {"valid": [pool_ids[i] for i in valid_idx], "test": test, "train": train, "pool_size": len(rest)}
 
 
-def write_splits(corpus_dir: str | Path, out_dir: str | Path, cfg: SplitConfig) -> dict[str, Any]:
+def write_splits(corpus_dir: str | Path, out_dir: str | Path, test_out: str | Path, cfg: SplitConfig) -> dict[str, Any]:
     """Read the corpus ids of one dataset and write its manifests; returns the summary."""
     corpus_dir = Path(corpus_dir)
     pool_ids = [r["id"] for r in read_jsonl(corpus_dir / "train.jsonl")]
@@ -102,9 +104,9 @@ def write_splits(corpus_dir: str | Path, out_dir: str | Path, cfg: SplitConfig) 
     }
     with atomic_dir(out_dir) as tmp:
         write_lines(tmp / "valid.ids", splits["valid"])
-        write_lines(tmp / "test.ids", splits["test"])
         for seed, per in splits["train"].items():
             for tag, ids in per.items():
                 write_lines(tmp / f"seed_{seed}" / f"train_{tag}.ids", ids)
         write_json(tmp / "summary.json", summary)
+    write_lines(test_out, splits["test"])
     return summary

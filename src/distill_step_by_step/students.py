@@ -95,8 +95,12 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: st
     model.config.eos_token_id = eos_id
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, eos_id
-    if kind == "encoder-decoder":
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    if kind != "causal":
+        start = getattr(model.config, "decoder_start_token_id", None)
+        if kind == "encoder-decoder" or start is None:
+            # A warm-started BERT decoder starts from [CLS]; a T5 built in code starts from PAD, as T5 does.
+            candidates = (tokenizer.bos_token_id, tokenizer.cls_token_id) if kind == "encoder-decoder" else ()
+            start = next((c for c in candidates if c is not None), tokenizer.pad_token_id)
         model.config.decoder_start_token_id = start
         gen.decoder_start_token_id = start
     # Greedy decoding everywhere; sampling settings shipped with a checkpoint would only warn.

@@ -1,0 +1,56 @@
+"""The grid through real DVC in a throwaway git repository: the smoke profile end to end."""
+
+import csv
+import re
+import time
+
+import pytest
+
+from conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
+    first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke"], project).stdout
+    stages = ran(first)
+    cells = [s for s in stages if s.startswith("distill@")]
+    assert len(cells) == 12 and len([s for s in stages if s.startswith("evaluate@")]) == 12
+    assert {"prepare", "annotate@anli1", "split@anli1", "baseline", "report"} <= set(stages)
+
+    rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
+    students = [r for r in rows if r["method"] != "teacher"]
+    assert len(students) == 12 and {r["seed"] for r in students} == {"0", "1"}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["n_train"] in ("45", "90") for r in students)
+    teacher = [r for r in rows if r["method"] == "teacher"]
+    assert len(teacher) == 1 and 0.5 < float(teacher[0]["accuracy"]) < 0.9
+    report = (project / "reports" / "results.md").read_text()
+    assert "distilling step-by-step" in report and "±" in report
+    for name in ("anli1_by_fraction.png", "anli1_by_size.png"):
+        assert (project / "reports" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every cell is a cached stage with its own checkpoint
+    assert (project / "models" / "anli1" / "step_by_step" / "tiny-t5" / "f0.5-s1" / "model.safetensors").is_file()
+
+    start = time.perf_counter()
+    again = run(["dvc", "repro"], project).stdout
+    assert ran(again) == [] and time.perf_counter() - start < 30
+
+    # alpha is a parameter of step_by_step only: exactly its cells (and the report) rerun
+    changed = run(["dvc", "exp", "run", "-S", "methods.step_by_step.alpha=0.3"], project).stdout
+    rerun = ran(changed)
+    assert sorted(s.split("@")[0] for s in rerun) == ["distill"] * 4 + ["evaluate"] * 4 + ["report"]
+    assert all("step_by_step" in s for s in rerun if "@" in s)
+    rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
+    assert len([r for r in rows if r["method"] != "teacher"]) == 12
+
+    # a new fraction adds its cells and reruns no existing one
+    more = ran(run(["dvc", "exp", "run", "-S", "grid.fractions=[0.25,0.5,1.0]", "-S", "grid.methods=[finetune]",
+                    "-S", "grid.seeds=[0]"], project).stdout)
+    assert sorted(more) == sorted(["split@anli1", "distill@anli1-finetune-tiny-t5-0.25-0",
+                                   "evaluate@anli1-finetune-tiny-t5-0.25-0", "report"])
+    rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
+    assert len([r for r in rows if r["method"] != "teacher"]) == 3
