@@ -1,0 +1,49 @@
+"""Report logic: aggregation over seeds, who beats the teacher, and a missing cell is an error."""
+
+import statistics
+
+import pytest
+
+from distill_step_by_step.errors import DataError
+from distill_step_by_step.jsonio import write_json
+from distill_step_by_step.report import Grid, aggregate, beats_teacher, collect_rows, markdown, teacher_accuracy
+
+GRID = Grid(("esnli",), ("finetune", "step_by_step"), ("small", "big"), (0.5, 1.0), (0, 1))
+PARAMS = {"small": 10.0, "big": 40.0}
+
+
+def _metrics(tmp_path, accuracy_of):
+    for dataset, method, student, fraction, seed in GRID.cells():
+        write_json(tmp_path / "results" / dataset / method / student / f"f{fraction}-s{seed}" / "metrics.json",
+                   {"accuracy": accuracy_of(method, student, fraction, seed), "n": 100,
+                    "cell": {"params_m": PARAMS[student], "n_train": int(200 * fraction)}})
+
+
+def test_mean_spread_and_who_beats_the_teacher(tmp_path):
+    # step_by_step gets better with data and size; finetune stays below the teacher
+    def acc(method, student, fraction, seed):
+        base = 0.5 + 0.1 * fraction + (0.1 if student == "big" else 0.0) + 0.01 * seed
+        return base + (0.1 if method == "step_by_step" else 0.0)
+
+    _metrics(tmp_path, acc)
+    rows = collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.75}}, "PaLM 540B")
+    assert len(rows) == 16 + 1 and teacher_accuracy(rows) == {"esnli": 0.75}
+    cells = {(c.method, c.student, c.fraction): c for c in aggregate(rows)}
+    c = cells[("step_by_step", "big", 1.0)]
+    assert c.mean == pytest.approx(statistics.fmean([acc("step_by_step", "big", 1.0, s) for s in (0, 1)]))
+    assert c.std == pytest.approx(statistics.stdev([acc("step_by_step", "big", 1.0, s) for s in (0, 1)]))
+    wins = beats_teacher(list(cells.values()), {"esnli": 0.75})["esnli"]
+    assert wins["finetune"].startswith("never")
+    # 0.5 + 0.05 + 0.1 (big) + 0.1 = 0.755 > 0.75: beaten at fraction 0.5 by the big student only
+    assert "smallest fraction 0.5 (big" in wins["step_by_step"]
+    assert "smallest student big" in wins["step_by_step"]
+    text = markdown(rows, GRID, {"teacher_name": "PaLM 540B"})
+    assert "± " in text and "quoted from Hsieh et al." in text
+
+
+def test_a_missing_cell_is_an_error(tmp_path):
+    _metrics(tmp_path, lambda *a: 0.5)
+    missing = tmp_path / "results" / "esnli" / "finetune" / "big" / "f1.0-s1" / "metrics.json"
+    missing.unlink()
+    with pytest.raises(DataError, match="f1.0-s1/metrics.json: missing metrics"):
+        collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.7}}, "PaLM 540B")
