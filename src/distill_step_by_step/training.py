@@ -231,8 +231,7 @@ def train_student(
                unit="step", disable=not main, dynamic_ncols=True)
     save_every = cfg.save_every or cfg.eval_every
     model.train()
-    t_start = time.perf_counter()
-    t_seg = t_start
+    t_seg = time.perf_counter()
     while state["step"] < cfg.max_steps and not state["stopped_early"]:
         units: list[tuple[list[Row], float]] = []
         for _ in range(cfg.grad_accum):
@@ -243,13 +242,13 @@ def train_student(
             mine = order[state["pos"]][rank::world]
             state["pos"] += 1
             units.extend(task_units(method, mine, label_rows, rationale_rows, cfg.grad_accum))
-        losses = []
+        losses: list[torch.Tensor] = []
         for u, (rows, weight) in enumerate(units):
             sync = u == len(units) - 1
             with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
                 loss = token_loss(model, collate(rows, student, accelerator.device), causal)
                 accelerator.backward(loss * weight)
-            losses.append((float(loss.detach()), weight))
+            losses.append(loss.detach() * weight)
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -258,14 +257,17 @@ def train_student(
         state["step"] += 1
         step = state["step"]
         bar.update(1)
-        total = sum(value * weight for value, weight in losses)
-        if live is not None and (step % cfg.log_every == 0 or step == 1):
-            live.step = step
-            live.log_metric("train/loss", total)
-            live.log_metric("train/lr", scheduler.get_last_lr()[0])
-        bar.set_postfix(loss=f"{total:.3f}")
+        evaluating = step % cfg.eval_every == 0 or step == cfg.max_steps
+        total = 0.0
+        if step % cfg.log_every == 0 or step == 1 or evaluating:
+            total = float(sum(losses))  # reading the loss waits for the device: only when it is shown
+            bar.set_postfix(loss=f"{total:.3f}")
+            if live is not None:
+                live.step = step
+                live.log_metric("train/loss", total)
+                live.log_metric("train/lr", scheduler.get_last_lr()[0])
 
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if evaluating:
             acc = _validate(accelerator, model, student, valid_items, method, data.task, max_new_tokens, cfg)
             state["history"].append({"step": step, "valid_accuracy": acc, "loss": total})
             if live is not None:
