@@ -98,7 +98,7 @@ train_student(args["student"], MethodConfig.from_params("step_by_step", {}), Cel
 def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, corpus):
     data = tmp_path / "data.jsonl"
     write_jsonl(data, [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:24])
-    cfg = {**FAST, "batch_size": 4, "max_steps": 24, "eval_every": 6, "lr": 3e-4}
+    cfg = {**FAST, "batch_size": 4, "max_steps": 24, "eval_every": 6, "save_every": 6, "lr": 3e-4}
 
     def launch(name):
         args = {"data": str(data), "student": MINILM_1, "cfg": cfg,

@@ -89,17 +89,51 @@ def collate(rows: Sequence[Row], student: Student, device: torch.device) -> dict
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+
+
 def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], causal: bool) -> torch.Tensor:
     """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32)."""
     labels = batch["labels"]
     if causal:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = labels[:, 1:]
+        return _mean_ce(logits, labels[:, 1:])
+    core = getattr(model, "module", model)  # DDP wrapper
+    dec_in = core.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=dec_in).logits
+    return _mean_ce(logits, labels)
+
+
+def units_loss(model: torch.nn.Module, student: Student, units: Sequence[tuple[Sequence[Row], float]],
+               device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``sum(weight * token-mean loss)`` over task sub-batches; returns the total and each unit's loss.
+
+    For encoder-decoder students every unit's sources go through the encoder in one pass (each row is
+    encoded independently under its attention mask, so this equals separate passes) and each unit is
+    decoded on its own, padded only to its own longest target: one embedding backward and larger matmuls
+    instead of one full forward per task.
+    """
+    if student.is_causal or len(units) == 1:
+        parts = [token_loss(model, collate(rows, student, device), student.is_causal) for rows, _ in units]
     else:
-        core = getattr(model, "module", model)  # DDP wrapper
-        dec_in = core.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=dec_in).logits
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+        from transformers.modeling_outputs import BaseModelOutput
+
+        rows_all = [r for rows, _ in units for r in rows]
+        enc = collate(rows_all, student, device)
+        core = getattr(model, "module", model)
+        hidden = core.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        parts, start = [], 0
+        for rows, _ in units:
+            batch = collate(rows, student, device)
+            sl = slice(start, start + len(rows))
+            start += len(rows)
+            dec_in = core.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[sl]),
+                           attention_mask=enc["attention_mask"][sl], decoder_input_ids=dec_in).logits
+            parts.append(_mean_ce(logits, batch["labels"]))
+    total = sum(weight * part for (_, weight), part in zip(units, parts))
+    return total, parts
 
 
 @torch.no_grad()

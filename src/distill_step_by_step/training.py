@@ -7,8 +7,9 @@ gradient sync per step under DDP). Validation accuracy (label-only greedy decodi
 ``eval_every`` steps and the best checkpoint by *validation* accuracy is kept; test data never enters
 this module.
 
-Interrupted runs resume: every ``save_every`` steps the full state (weights, optimizer, scheduler, RNG,
-data position, best-so-far) is written atomically to ``state_dir``; starting the same cell again
+Interrupted runs resume: every ``save_every`` steps (by default: at the first evaluation after each
+``save_every_minutes``) the full state (weights, optimizer, scheduler, RNG, data position, best-so-far)
+is written atomically to ``state_dir``, and the best weights whenever they improve; starting the same cell again
 continues from there and ends exactly where an uninterrupted run ends. A state written for different
 settings or data is ignored.
 """
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from .jsonio import atomic_dir
 from .methods import MethodConfig, label_from_output, predict_source, target_label, training_examples
-from .modeling import Row, collate, encode_rows, generate, length_grouped_order, token_loss
+from .modeling import Row, encode_rows, generate, length_grouped_order, units_loss
 from .scoring import is_correct
 from .students import STUDENT_FILE, Student, build_student
 
@@ -50,7 +51,8 @@ class TrainConfig:
     max_steps: int = 10000
     grad_clip: float | None = 1.0
     eval_every: int = 250
-    save_every: int | None = None  # None: with every evaluation
+    save_every: int | None = None  # steps between resumable states; None: time-based (save_every_minutes)
+    save_every_minutes: float = 5.0  # with save_every None: at an evaluation, if this long since the last save
     early_stop_patience: int | None = None  # evaluations without improvement before stopping
     max_input_tokens: int = 1024
     max_target_tokens: int = 256
@@ -137,9 +139,8 @@ def task_units(method: MethodConfig, batch: list[int], label_rows: list[Row], ra
 
 def objective(model: torch.nn.Module, student: Student, units: list[tuple[list[Row], float]],
               device: torch.device | str = "cpu") -> torch.Tensor:
-    """The weighted training loss of some task units (what one step back-propagates, unsplit)."""
-    return sum(weight * token_loss(model, collate(rows, student, torch.device(device)), student.is_causal)
-               for rows, weight in units)
+    """The weighted training loss of some task units (what one micro-batch back-propagates)."""
+    return units_loss(model, student, units, torch.device(device))[0]
 
 
 class _State:
@@ -229,26 +230,26 @@ def train_student(
     order = [b for b in order if len(b) >= world]
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=info.get("cell", "train") if info else "train",
                unit="step", disable=not main, dynamic_ncols=True)
-    save_every = cfg.save_every or cfg.eval_every
+    last_save = time.monotonic()
     model.train()
     t_seg = time.perf_counter()
     while state["step"] < cfg.max_steps and not state["stopped_early"]:
-        units: list[tuple[list[Row], float]] = []
+        micro_batches = []
         for _ in range(cfg.grad_accum):
             if state["pos"] >= len(order):
                 state["epoch"] += 1
                 state["pos"] = 0
                 order = [b for b in length_grouped_order(lengths, global_batch, seed, state["epoch"]) if len(b) >= world]
-            mine = order[state["pos"]][rank::world]
+            micro_batches.append(order[state["pos"]][rank::world])
             state["pos"] += 1
-            units.extend(task_units(method, mine, label_rows, rationale_rows, cfg.grad_accum))
         losses: list[torch.Tensor] = []
-        for u, (rows, weight) in enumerate(units):
-            sync = u == len(units) - 1
-            with (nullcontext() if sync else accelerator.no_sync(model)), accelerator.autocast():
-                loss = token_loss(model, collate(rows, student, accelerator.device), causal)
-                accelerator.backward(loss * weight)
-            losses.append(loss.detach() * weight)
+        for i, mine in enumerate(micro_batches):
+            units = task_units(method, mine, label_rows, rationale_rows, cfg.grad_accum)
+            # gradients are all-reduced once per optimizer step, on the last micro-batch
+            with (nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)), accelerator.autocast():
+                loss, _ = units_loss(model, student, units, accelerator.device)
+                accelerator.backward(loss)
+            losses.append(loss.detach())
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -287,7 +288,8 @@ def train_student(
                 if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
                     state["stopped_early"] = True
             bar.set_postfix(loss=f"{total:.3f}", valid=f"{acc:.3f}", best=f"{state['best_accuracy']:.3f}")
-        if (step % save_every == 0 or state["stopped_early"]) and step < cfg.max_steps:
+        if step < cfg.max_steps and not state["stopped_early"] and _save_due(cfg, step, evaluating, time.monotonic() - last_save):
+            last_save = time.monotonic()
             now = time.perf_counter()
             state["train_seconds"] += now - t_seg
             t_seg = now
@@ -357,6 +359,14 @@ def _validate(accelerator: Accelerator, model: torch.nn.Module, student: Student
     counts = torch.tensor([correct, len(shard)], dtype=torch.float64, device=accelerator.device)
     counts = accelerator.reduce(counts, reduction="sum")
     return float(counts[0] / counts[1]) if counts[1] else 0.0
+
+
+def _save_due(cfg: TrainConfig, step: int, evaluating: bool, since_last: float) -> bool:
+    """Whether to write a resumable state now: every ``save_every`` steps, or (by default) at an
+    evaluation once ``save_every_minutes`` have passed, so short CPU cells spend no time on states."""
+    if cfg.save_every:
+        return step % cfg.save_every == 0
+    return evaluating and since_last >= 60.0 * cfg.save_every_minutes
 
 
 def _save_state(accelerator: Accelerator, paths: _State, state: dict[str, Any]) -> None:
