@@ -196,8 +196,9 @@ def train_student(
                               [examples[i].rationale_target for i in with_rat], max_src, max_tgt)
     rationale_rows: dict[int, Row] = dict(zip(with_rat, rat_encoded))
     lengths = [len(r) + len(rationale_rows.get(i, ())) for i, r in enumerate(label_rows)]
-    # Label-only decoding is bounded by the longest training label (EOS included) plus a little slack.
-    max_new_tokens = max(len(r.target) for r in label_rows) + 2
+    # Label-only decoding is bounded by the longest training label, EOS included: a longer output
+    # could not be a label the student was taught.
+    max_new_tokens = max(len(r.target) for r in label_rows)
 
     valid_items = [(predict, gold) for predict, gold in (
         (predict_source(rec, method, sep), target_label(rec, method)) for rec in data.valid) if gold is not None]
