@@ -8,7 +8,8 @@ Peak memory (RSS; GPU memory when there is one) is reported for every run of eve
 
 Each script runs in its own process (its stdout is shown, its stderr goes to
 ``bench/results/logs/<name>.log``) and the figures of all of them, with the machine they came from, are
-written to ``bench/results/latest.json``. ``--quick`` runs a ~2-minute version of everything.
+written to ``bench/results/latest.json``. ``--quick`` runs a ~2-minute version of everything (its figures
+go to ``latest-quick.json``).
 
 On a CPU the scripts use one torch thread by default (``--threads``): two OpenMP threads on a 2-core
 machine that other processes also use slow down 5-10x whenever one core is taken, which makes timings
@@ -53,7 +54,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="esnli", help="dataset of the cell and training-step benchmarks")
     ap.add_argument("--repo", default=str(benchlib.ROOT), help="repository for the pipeline benchmark")
     ap.add_argument("--grid-wall-seconds", type=float, default=None)
-    ap.add_argument("--out", default=str(benchlib.RESULTS / "latest.json"))
+    ap.add_argument("--out", default=None,
+                    help="where the JSON goes (default: bench/results/latest.json; latest-quick.json with --quick)")
     a = ap.parse_args()
     import torch
 
@@ -122,7 +124,7 @@ def main() -> None:
         "benchmarks": results,
         "failed": failed,
     }
-    out = Path(a.out)
+    out = Path(a.out or benchlib.RESULTS / ("latest-quick.json" if a.quick else "latest.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print("== Summary")
