@@ -119,6 +119,10 @@ def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _cost(row: Row) -> int:
+    return len(row.source) + 4 * len(row.target)
+
+
 def task_units(method: MethodConfig, batch: list[int], label_rows: list[Row], rationale_rows: dict[int, Row],
                grad_accum: int = 1) -> list[tuple[list[Row], float]]:
     """The sub-batches of one micro-batch and their loss weights.
@@ -195,7 +199,9 @@ def train_student(
     rat_encoded = encode_rows(student, [examples[i].rationale_source for i in with_rat],
                               [examples[i].rationale_target for i in with_rat], max_src, max_tgt)
     rationale_rows: dict[int, Row] = dict(zip(with_rat, rat_encoded))
-    lengths = [len(r) + len(rationale_rows.get(i, ())) for i, r in enumerate(label_rows)]
+    # Batches are grouped by estimated compute: a target token costs a decoder layer stack plus the
+    # vocabulary projection, several times an encoder token, so targets weigh more than sources.
+    lengths = [_cost(r) + (_cost(rationale_rows[i]) if i in rationale_rows else 0) for i, r in enumerate(label_rows)]
     # Label-only decoding is bounded by the longest training label, EOS included: a longer output
     # could not be a label the student was taught.
     max_new_tokens = max(len(r.target) for r in label_rows)
