@@ -1,7 +1,7 @@
 """The ``split`` stage: id manifests for validation, test and nested training fractions.
 
-* validation: carved once from the training pool with ``valid_seed`` and shared by every seed and
-  fraction (a fixed held-out part, as model selection needs);
+* validation: carved once from the training pool with ``valid_seed`` (``valid_size``, at most
+  ``valid_max``) and shared by every seed and fraction (a fixed held-out part, as model selection needs);
 * training pool: the rest, optionally capped at ``pool_size`` examples (same cap for all seeds);
 * training fractions: per seed, one permutation of the pool; fraction ``f`` takes its first
   ``round(f * N)`` ids, so every smaller fraction is a subset of every larger one;
@@ -32,6 +32,7 @@ class SplitConfig:
     fractions: tuple[float, ...]
     seeds: tuple[int, ...]
     valid_size: float = 0.1  # < 1: fraction of the pool; >= 1: number of examples
+    valid_max: int | None = None  # cap on the validation size
     valid_seed: int = 0
     pool_size: int | None = None
     test_size: int | None = None
@@ -42,6 +43,7 @@ class SplitConfig:
             fractions=tuple(split["fractions"]),
             seeds=tuple(int(s) for s in split["seeds"]),
             valid_size=split.get("valid_size", 0.1),
+            valid_max=split.get("valid_max"),
             valid_seed=int(split.get("valid_seed", 0)),
             pool_size=split.get("pool_size"),
             test_size=split.get("test_size"),
@@ -67,6 +69,8 @@ def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig) -> d
             raise ValueError(f"fraction {f} is not in (0, 1]")
     perm = np.random.RandomState(cfg.valid_seed).permutation(len(pool_ids))
     n_valid = _count(cfg.valid_size, len(pool_ids))
+    if cfg.valid_max is not None:
+        n_valid = min(n_valid, int(cfg.valid_max))
     valid_idx = np.sort(perm[:n_valid])
     rest = perm[n_valid:]
     if cfg.pool_size is not None:
