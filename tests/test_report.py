@@ -35,7 +35,7 @@ def test_mean_spread_and_who_beats_the_teacher(tmp_path):
     wins = beats_teacher(list(cells.values()), {"esnli": 0.75})["esnli"]
     assert wins["finetune"].startswith("never")
     # 0.5 + 0.05 + 0.1 (big) + 0.1 = 0.755 > 0.75: beaten at fraction 0.5 by the big student only
-    assert "smallest fraction 0.5 (big" in wins["step_by_step"]
+    assert "smallest fraction 50% (big" in wins["step_by_step"]
     assert "smallest student big" in wins["step_by_step"]
     text = markdown(rows, GRID, {"teacher_name": "PaLM 540B"})
     assert "± " in text and "quoted from Hsieh et al." in text

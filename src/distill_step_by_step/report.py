@@ -134,15 +134,20 @@ def beats_teacher(cells: list[Cell], teacher: dict[str, float]) -> dict[str, dic
         wins = [c for c in cs if c.mean > teacher[dataset]]
         if not wins:
             best = max(cs, key=lambda c: c.mean)
-            out[dataset][method] = (f"never (best {best.mean:.1%}: {best.student}, {best.fraction:g} of the data; "
+            out[dataset][method] = (f"never (best {best.mean:.1%}: {best.student}, {_pct(best.fraction)} of the data; "
                                     f"teacher {teacher[dataset]:.1%})")
             continue
         by_frac = min(wins, key=lambda c: (c.fraction, c.params_m))
         by_size = min(wins, key=lambda c: (c.params_m, c.fraction))
-        out[dataset][method] = (f"smallest fraction {by_frac.fraction:g} ({by_frac.student}, {by_frac.mean:.1%}); "
+        out[dataset][method] = (f"smallest fraction {_pct(by_frac.fraction)} ({by_frac.student}, {by_frac.mean:.1%}); "
                                 f"smallest student {by_size.student} ({by_size.params_m:g}M, fraction "
-                                f"{by_size.fraction:g}, {by_size.mean:.1%})")
+                                f"{_pct(by_size.fraction)}, {by_size.mean:.1%})")
     return out
+
+
+def _pct(fraction: float | str) -> str:
+    """A data fraction as a percentage: 0.125 -> '12.5%'."""
+    return f"{100 * float(fraction):.4g}%"
 
 
 def _fmt(cell: Cell) -> str:
@@ -180,7 +185,7 @@ def markdown(rows: list[dict[str, Any]], grid: Grid, context: dict[str, Any]) ->
             facts.append(note)
         if facts:
             lines += ["- " + f for f in facts] + [""]
-        header = ["method", "student", "params (M)"] + [f"{float(f):g} (n={_n(index, dataset, grid, f)})" for f in grid.fractions]
+        header = ["method", "student", "params (M)"] + [f"{_pct(f)} (n={_n(index, dataset, grid, f)})" for f in grid.fractions]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method in grid.methods:
             for student in grid.students:
@@ -191,7 +196,9 @@ def markdown(rows: list[dict[str, Any]], grid: Grid, context: dict[str, Any]) ->
         lines.append(f"| {METHOD_TITLES[TEACHER]} | {context.get('teacher_name', TEACHER)} | – | "
                      + " | ".join([f"{teacher[dataset]:.1%}"] * len(grid.fractions)) + " |")
         lines += ["", "Smallest data fraction and smallest student at which each method beats the teacher:", ""]
-        for method, text in beats_teacher([c for c in cells if c.dataset == dataset], teacher)[dataset].items():
+        verdicts = beats_teacher([c for c in cells if c.dataset == dataset], teacher)[dataset]
+        for method in [m for m in grid.methods if m in verdicts]:
+            text = verdicts[method]
             lines.append(f"- {METHOD_TITLES.get(method, method)}: {text}")
         lines += ["", f"![accuracy vs training fraction](plots/{dataset}_by_fraction.png)",
                   f"![accuracy vs student size](plots/{dataset}_by_size.png)", ""]
@@ -277,7 +284,7 @@ def plot_dataset(rows: list[dict[str, Any]], grid: Grid, dataset: str, out_dir: 
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{title}: accuracy vs student size ({largest:g} of the data)" + _seed_note(grid))
+    ax.set_title(f"{title}: accuracy vs student size ({_pct(largest)} of the data)" + _seed_note(grid))
     fig.tight_layout()
     paths.append(out_dir / f"{dataset}_by_size.png")
     fig.savefig(paths[-1], dpi=110)
