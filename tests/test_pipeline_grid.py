@@ -1,6 +1,7 @@
 """The grid through real DVC in a throwaway git repository: the smoke profile end to end."""
 
 import csv
+import json
 import re
 import time
 
@@ -35,6 +36,9 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     # every cell is a cached stage with its own checkpoint
     assert (project / "models" / "anli1" / "step_by_step" / "tiny-t5" / "f0.5-s1" / "model.safetensors").is_file()
 
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert {"reports/results.csv", "reports/plots/anli1_by_fraction.png"} <= set(plots["data"])
+
     start = time.perf_counter()
     again = run(["dvc", "repro"], project).stdout
     assert ran(again) == [] and time.perf_counter() - start < 30
@@ -46,6 +50,8 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     assert all("step_by_step" in s for s in rerun if "@" in s)
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len([r for r in rows if r["method"] != "teacher"]) == 12
+    diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)
+    assert "reports/plots/anli1_by_fraction.png" in diff["data"]
 
     # a new fraction adds its cells and reruns no existing one
     more = ran(run(["dvc", "exp", "run", "-S", "grid.fractions=[0.25,0.5,1.0]", "-S", "grid.methods=[finetune]",
