@@ -8,8 +8,10 @@ loss covers the target tokens only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,16 +95,55 @@ def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
 
 
+@contextmanager
+def _head_only_at(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[bool]:
+    """While active, the output projection runs only at positions where ``keep`` (batch x time) is true.
+
+    The vocabulary projection is the largest matmul of a small student's step (MiniLM: 384 x 30522 per
+    target token, more than a decoder layer), and padding positions are thrown away by the loss anyway:
+    projecting only the real target tokens gives the same loss for less compute and logits memory. The
+    model's own forward is kept (a pre-hook on its output embeddings), so it works for any architecture
+    whose head is ``get_output_embeddings()``; yields False (and changes nothing) where there is none.
+    """
+    core = getattr(model, "module", model)  # DDP wrapper
+    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear):
+        yield False
+        return
+
+    def select(_module: torch.nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        return (hidden[keep] if hidden.shape[:2] == keep.shape else hidden, *args[1:])
+
+    handle = head.register_forward_pre_hook(select)
+    try:
+        yield True
+    finally:
+        handle.remove()
+
+
 def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], causal: bool) -> torch.Tensor:
     """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32)."""
     labels = batch["labels"]
     if causal:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        return _mean_ce(logits, labels[:, 1:])
-    core = getattr(model, "module", model)  # DDP wrapper
+        # position t predicts token t+1; the last position predicts nothing
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100
+        with _head_only_at(model, keep) as selected:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return _mean_ce(logits, labels[:, 1:][keep[:, :-1]]) if selected else _mean_ce(logits[:, :-1], labels[:, 1:])
+    core = getattr(model, "module", model)
     dec_in = core.prepare_decoder_input_ids_from_labels(labels=labels)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=dec_in).logits
-    return _mean_ce(logits, labels)
+    return _decoder_loss(model, labels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         decoder_input_ids=dec_in)
+
+
+def _decoder_loss(model: torch.nn.Module, labels: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    """Token-mean cross-entropy of an encoder-decoder forward, projecting only the real target tokens."""
+    keep = labels != -100
+    with _head_only_at(model, keep) as selected:
+        logits = model(**inputs).logits
+    return _mean_ce(logits, labels[keep] if selected else labels)
 
 
 def units_loss(model: torch.nn.Module, student: Student, units: Sequence[tuple[Sequence[Row], float]],
@@ -129,9 +170,8 @@ def units_loss(model: torch.nn.Module, student: Student, units: Sequence[tuple[S
             sl = slice(start, start + len(rows))
             start += len(rows)
             dec_in = core.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-            logits = model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden[sl]),
-                           attention_mask=enc["attention_mask"][sl], decoder_input_ids=dec_in).logits
-            parts.append(_mean_ce(logits, batch["labels"]))
+            parts.append(_decoder_loss(model, batch["labels"], encoder_outputs=BaseModelOutput(last_hidden_state=hidden[sl]),
+                                       attention_mask=enc["attention_mask"][sl], decoder_input_ids=dec_in))
     total = sum(weight * part for (_, weight), part in zip(units, parts))
     return total, parts
 
