@@ -106,7 +106,8 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, c
         return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, json.dumps(args)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
-    assert launch("straight").wait(timeout=600) == 0
+    straight_run = launch("straight")
+    assert straight_run.wait(timeout=600) == 0, straight_run.stderr.read()[-3000:]
     proc = launch("killed")
     marker = tmp_path / "killed" / "state" / "checkpoint" / "trainer_state.json"
     deadline = time.time() + 300
@@ -116,7 +117,8 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, c
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "killed" / "out").exists()
-    assert launch("killed").wait(timeout=600) == 0
+    again = launch("killed")
+    assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
 
     straight = json.loads((tmp_path / "straight" / "out" / "student.json").read_text())
     resumed = json.loads((tmp_path / "killed" / "out" / "student.json").read_text())
@@ -169,3 +171,24 @@ def test_same_code_runs_data_parallel_under_a_distributed_launcher(tmp_path, cor
     assert proc.stdout.count("DEVICES 2") == 2
     info = json.loads((tmp_path / "out" / "student.json").read_text())
     assert info["devices"] == 2 and info["steps"] == 4 and len(info["history"]) == 2
+
+
+def test_a_state_swap_cut_by_a_kill_is_finished_not_lost(tmp_path):
+    from distill_step_by_step.training import _State
+
+    def state_dir(name: str, step: int) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "trainer_state.json").write_text(json.dumps({"fingerprint": "f", "step": step}))
+        return d
+
+    paths = _State(tmp_path)
+    # killed between the two renames: the previous state moved aside, the new complete one not yet in place
+    state_dir("checkpoint.old", 6)
+    state_dir("checkpoint.tmp", 12)
+    paths.recover()
+    assert paths.trainer_state("f")["step"] == 12 and not (tmp_path / "checkpoint.old").exists()
+    # killed while deleting the previous state: the leftover must not block the next swap
+    state_dir("checkpoint.old", 6)
+    paths.swap_in(state_dir("checkpoint.tmp", 18), paths.ckpt)
+    assert paths.trainer_state("f")["step"] == 18 and not (tmp_path / "checkpoint.old").exists()

@@ -164,11 +164,25 @@ class _State:
         return state if state.get("fingerprint") == fingerprint else None
 
     def swap_in(self, tmp: Path, final: Path) -> None:
+        """Replace ``final`` by the complete ``tmp`` with two renames (``recover`` finishes a killed swap)."""
         old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # left over by a kill during the clean-up of an earlier swap
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
+
+    def recover(self) -> None:
+        """Finish a swap that a kill interrupted between its two renames, so no saved work is lost.
+
+        ``final`` missing while ``final.old`` exists means the kill came after the first rename; ``tmp``
+        was already complete then (a swap starts only after it is written), so it becomes ``final``.
+        """
+        for final in (self.ckpt, self.best):
+            old, tmp = final.with_name(final.name + ".old"), final.with_name(final.name + ".tmp")
+            if old.exists() and not final.exists():
+                os.replace(tmp if tmp.exists() else old, final)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def train_student(
@@ -217,6 +231,9 @@ def train_student(
     causal = student.is_causal
 
     paths = _State(Path(state_dir))
+    if main:
+        paths.recover()
+    accelerator.wait_for_everyone()
     fingerprint = _fingerprint(student_cfg, asdict(method), {k: v for k, v in asdict(cfg).items()
                                if k not in ("eval_batch_size", "log_every")}, seed, world,
                                [(e.label_source, e.label_target, e.rationale_target) for e in examples], valid_items)
