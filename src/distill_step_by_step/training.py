@@ -312,7 +312,11 @@ def train_student(
                 if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
                     state["stopped_early"] = True
             bar.set_postfix(loss=f"{total:.3f}", valid=f"{acc:.3f}", best=f"{state['best_accuracy']:.3f}")
-        if step < cfg.max_steps and not state["stopped_early"] and _save_due(cfg, step, evaluating, time.monotonic() - last_save):
+        due = _save_due(cfg, step, evaluating, time.monotonic() - last_save)
+        if world > 1 and evaluating and not cfg.save_every:
+            # a time-based decision: every process must take the same one, or the save's barrier hangs
+            due = bool(accelerator.reduce(torch.tensor(float(due), device=accelerator.device), reduction="max"))
+        if step < cfg.max_steps and not state["stopped_early"] and due:
             last_save = time.monotonic()
             now = time.perf_counter()
             state["train_seconds"] += now - t_seg
