@@ -18,7 +18,7 @@ EXPECTED = {
     ("cqa", "train"): 9741, ("cqa", "test"): 1221,
     ("svamp", "train"): 800, ("svamp", "test"): 200,
     ("esnli", "train"): 9842, ("esnli", "test"): 9824,
-    ("anli1", "train"): 100, ("anli1", "test"): 100,
+    ("anli1", "train"): 1000, ("anli1", "test"): 1000,
 }
 
 

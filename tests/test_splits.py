@@ -67,6 +67,6 @@ def test_rejects_bad_fractions(ids):
 def test_written_manifests(tmp_path, corpus):
     cfg = SplitConfig(fractions=(0.5, 1.0), seeds=(0,), valid_size=10)
     summary = write_splits(corpus / "anli1", tmp_path / "anli1", tmp_path / "anli1.ids", cfg)
-    assert summary["valid"] == 10 and summary["test"] == 100
-    assert len(read_lines(tmp_path / "anli1" / "seed_0" / "train_0.5.ids")) == 45
+    assert summary["valid"] == 10 and summary["test"] == 1000 and summary["pool_available"] == 990
+    assert len(read_lines(tmp_path / "anli1" / "seed_0" / "train_0.5.ids")) == 495
     assert len(read_lines(tmp_path / "anli1" / "valid.ids")) == 10
