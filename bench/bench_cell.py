@@ -31,39 +31,26 @@ from benchlib import PeakRSS, Report, fmt_mem
 def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:
     from distill_step_by_step import training
     from distill_step_by_step.evaluation import evaluate_student
-    from distill_step_by_step.methods import MethodConfig
+    from distill_step_by_step.settings import MethodConfig, TrainConfig
 
-    validate_seconds = [0.0]
-    original = training._validate
-
-    def timed_validate(*args, **kwargs):  # timing only; behaviour unchanged
-        benchlib.sync()
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            benchlib.sync()
-            validate_seconds[0] += time.perf_counter() - t0
-
-    cfg = training.TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
-                               max_steps=a.steps, grad_clip=1.0, eval_every=a.eval_every, max_input_tokens=a.max_input,
-                               max_target_tokens=a.max_target, eval_batch_size=a.eval_batch_size, log_every=10)
+    evals: list[float] = []
+    cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
+                      max_steps=a.steps, grad_clip=1.0, eval_every=a.eval_every, max_input_tokens=a.max_input,
+                      max_target_tokens=a.max_target, eval_batch_size=a.eval_batch_size, log_every=10)
     method = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
     out_dir, state_dir = work / "ours" / "model", work / "ours" / "state"
     shutil.rmtree(work / "ours", ignore_errors=True)
-    training._validate = timed_validate
-    try:
-        t0 = time.perf_counter()
-        summary = training.train_student(benchlib.STUDENTS[student_name], method,
-                                         training.CellData(data.train, data.valid, data.task), cfg, 0, out_dir, state_dir,
-                                         {"cell": "bench/ours"})
-        benchlib.sync()
-        t1 = time.perf_counter()
-        _, metrics = evaluate_student(out_dir, data.test, data.task, batch_size=a.eval_batch_size)
-        benchlib.sync()
-        t2 = time.perf_counter()
-    finally:
-        training._validate = original
+    hooks = training.TrainHooks(on_eval=lambda event: evals.append(event.seconds))  # validation's own time
+    t0 = time.perf_counter()
+    summary = training.train_student(benchlib.STUDENTS[student_name], method,
+                                     training.CellData(data.train, data.valid, data.answer_type), cfg, 0, out_dir,
+                                     state_dir, {"cell": "bench/ours"}, hooks)
+    benchlib.sync()
+    t1 = time.perf_counter()
+    _, metrics = evaluate_student(out_dir, data.test, data.answer_type, batch_size=a.eval_batch_size)
+    benchlib.sync()
+    t2 = time.perf_counter()
+    validate_seconds = [sum(evals)]
     return {"total_seconds": t2 - t0, "train_seconds": t1 - t0, "periodic_eval_seconds": validate_seconds[0],
             "test_seconds": t2 - t1, "evaluations": len(summary["history"]), "steps": summary["steps"],
             "valid_accuracy_last": summary["history"][-1]["valid_accuracy"] if summary["history"] else None,

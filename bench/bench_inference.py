@@ -27,7 +27,8 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 def label_bound(student, records: list[dict], max_target: int) -> int:
     """``max_label_tokens`` as ``train_student`` computes it: the longest training label, EOS included."""
-    from distill_step_by_step.methods import MethodConfig, training_examples
+    from distill_step_by_step.methods import training_examples
+    from distill_step_by_step.settings import MethodConfig
     from distill_step_by_step.modeling import encode_rows
 
     ex, _ = training_examples(records, MethodConfig.from_params("step_by_step", {}), student.pair_separator)
@@ -38,7 +39,7 @@ def label_bound(student, records: list[dict], max_target: int) -> int:
 def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
     """Our real test-time path (``evaluation.predict``), every batch decoded to the bound."""
     from distill_step_by_step.evaluation import predict
-    from distill_step_by_step.methods import MethodConfig
+    from distill_step_by_step.settings import MethodConfig
 
     gen = student.model.generation_config
     gen.min_new_tokens = bound  # no early stop
@@ -97,7 +98,8 @@ def decode(student, sources: list[str], lengths: list[int], method, a) -> dict:
 
 def bench_dataset(dataset: str, student, a) -> dict:
     from distill_step_by_step.datasets import student_text
-    from distill_step_by_step.methods import MethodConfig, predict_source, single_task_target
+    from distill_step_by_step.methods import predict_source, single_task_target
+    from distill_step_by_step.settings import MethodConfig
 
     data = benchlib.load_data(dataset, 2000, 0, a.n_test)
     sep = student.pair_separator

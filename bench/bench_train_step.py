@@ -3,8 +3,8 @@
 Both variants train the same student on the same examples with the same batch size, in this process,
 and are timed from the end of warm-up step ``--warmup`` to the end of the last step (everything in
 the loop: batching, padding, both tasks' forward and backward passes, clipping, optimizer, logging).
-Ours is the real ``training.train_student`` loop: its scheduler's ``step`` is wrapped to record a
-timestamp per optimizer step and ``task_units`` to count tokens (measuring only; behaviour unchanged). The
+Ours is the real ``training.train_student`` loop: its public ``on_step`` hook records a timestamp per
+optimizer step and counts the step's tokens (measuring only; behaviour unchanged). The
 reference is ``TaskPrefixTrainer.train()`` without evaluation, timed by a callback at every step end.
 
 Tokens are counted two ways for both: *real* tokens (source and target tokens of both tasks, no
@@ -80,49 +80,25 @@ def t5_flops_per_step(batches: list[list[tuple[int, int]]], cfg) -> float:
 
 def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precision: str) -> dict:
     from distill_step_by_step import training
-    from distill_step_by_step.methods import MethodConfig
+    from distill_step_by_step.settings import MethodConfig, TrainConfig
 
     ends: list[float] = []
     counter = TokenCounter()
-    pending: list[list[tuple[int, int]]] = []
-    for attr in ("_schedule", "task_units"):
-        if not hasattr(training, attr):
-            raise RuntimeError(f"training.py has no {attr} any more: update bench_train_step.run_ours")
-    orig_schedule, orig_units = training._schedule, training.task_units
 
-    def schedule(optimizer, cfg):
-        sched = orig_schedule(optimizer, cfg)
-        step = sched.step
-
-        def timed_step(*args, **kwargs):
-            out = step(*args, **kwargs)
-            benchlib.sync()
-            ends.append(time.perf_counter())
-            counter.add(list(pending))
-            pending.clear()
-            return out
-
-        sched.step = timed_step
-        return sched
-
-    def task_units(*args, **kwargs):
-        units = orig_units(*args, **kwargs)
+    def on_step(event) -> None:  # measuring only: the device's end of each step, and its token counts
+        benchlib.sync()
+        ends.append(time.perf_counter())
         # the (source, target) lengths of each task sub-batch: no tensor work inside the timed loop
-        pending.extend([(len(r.source), len(r.target)) for r in rows] for rows, _ in units)
-        return units
+        counter.add([[(len(r.source), len(r.target)) for r in rows] for units in event.micro_batches for rows, _ in units])
 
-    cfg = training.TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
-                               max_steps=a.warmup + a.steps, grad_clip=1.0, eval_every=a.warmup + a.steps,
-                               max_input_tokens=a.max_input, max_target_tokens=a.max_target, eval_batch_size=64,
-                               log_every=10, mixed_precision=precision)
+    cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
+                      max_steps=a.warmup + a.steps, grad_clip=1.0, eval_every=a.warmup + a.steps,
+                      max_input_tokens=a.max_input, max_target_tokens=a.max_target, eval_batch_size=64,
+                      log_every=10, mixed_precision=precision)
     shutil.rmtree(work / "ours", ignore_errors=True)
-    training._schedule, training.task_units = schedule, task_units
-    try:
-        training.train_student(student_cfg, MethodConfig.from_params("step_by_step", {"alpha": 0.5}),
-                               training.CellData(data.train, data.valid[:1], data.task), cfg, 0, work / "ours" / "model",
-                               work / "ours" / "state", {"cell": "bench/ours"})
-    finally:
-        training._schedule, training.task_units = orig_schedule, orig_units
+    training.train_student(student_cfg, MethodConfig.from_params("step_by_step", {"alpha": 0.5}),
+                           training.CellData(data.train, data.valid[:1], data.answer_type), cfg, 0, work / "ours" / "model",
+                           work / "ours" / "state", {"cell": "bench/ours"}, training.TrainHooks(on_step=on_step))
     flops = [t5_flops_per_step(b, a.model_config) for b in counter.lengths] if a.count_flops else []
     return _figures(ends, counter, a, flops)
 

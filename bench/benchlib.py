@@ -132,7 +132,7 @@ class BenchData:
     """A cell's data: training records (all with a parsed rationale), validation and test records."""
 
     dataset: str
-    task: str
+    answer_type: str
     train: list[dict[str, Any]]
     valid: list[dict[str, Any]]
     test: list[dict[str, Any]]
@@ -149,7 +149,7 @@ def load_data(dataset: str, n_train: int, n_valid: int, n_test: int) -> BenchDat
     valid = pool[:n_valid]
     train = [r for r in pool[n_valid:] if r.get("teacher_ok") and r.get("rationale")][:n_train]
     test = read_corpus(cdir, "test")[:n_test]
-    return BenchData(dataset, get_spec(dataset).task, train, valid, test)
+    return BenchData(dataset, get_spec(dataset).answer_type, train, valid, test)
 
 
 # ------------------------------------------------------------------------------------------ measuring

@@ -41,7 +41,8 @@ try:  # the authors' collator builds a DataFrame per batch; pandas is optional h
 except ImportError:  # pragma: no cover - depends on the environment
     pd = None
 
-from distill_step_by_step.methods import explain_source, predict_source, MethodConfig
+from distill_step_by_step.methods import explain_source, predict_source
+from distill_step_by_step.settings import MethodConfig
 
 HAS_PANDAS = pd is not None
 _STEP_BY_STEP = MethodConfig.from_params("step_by_step", {"alpha": 0.5})

@@ -7,11 +7,11 @@ server) or ``local`` (a ``transformers`` model here). Live teachers persist ever
 
 import argparse
 import json
-import sys
 
-from distill_step_by_step.annotate import DEFAULT_CACHE_DIR, AnnotationIncomplete, annotate
+from distill_step_by_step.annotate import DEFAULT_CACHE_DIR, annotate
+from distill_step_by_step.errors import run_stage
 from distill_step_by_step.jsonio import write_json
-from distill_step_by_step.params import get, load_params
+from distill_step_by_step.settings import load_settings
 
 
 def main() -> None:
@@ -23,17 +23,10 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="resumable cache of live teachers' completions")
     args = ap.parse_args()
-    teacher = get(load_params(args.params), "teacher")
-    if not isinstance(teacher, dict):
-        raise SystemExit("params.yaml: teacher must be a mapping with a name (palm, http or local)")
-    try:
-        summary = annotate(args.prepared, args.dataset, args.out, teacher, cache_dir=args.cache_dir)
-    except (AnnotationIncomplete, ValueError) as exc:  # ValueError: bad settings or data, named in the message
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    summary = annotate(args.prepared, args.dataset, args.out, load_settings(args.params).teacher, cache_dir=args.cache_dir)
     write_json(args.summary, summary)
     print(json.dumps({"splits": summary["splits"], **({"run": summary["run"]} if "run" in summary else {})}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "annotate")

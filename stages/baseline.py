@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 from distill_step_by_step.baseline import teacher_baseline
+from distill_step_by_step.cell import test_ids_path
+from distill_step_by_step.errors import run_stage
 from distill_step_by_step.jsonio import write_json
-from distill_step_by_step.params import get, load_params
+from distill_step_by_step.settings import load_settings
 
 
 def main() -> None:
@@ -16,13 +18,11 @@ def main() -> None:
     ap.add_argument("--out", default="reports/baseline.json")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    result = {
-        name: teacher_baseline(Path(args.corpus) / name, name, Path(args.test_sets) / f"{name}.ids")
-        for name in get(load_params(args.params), "data.datasets")
-    }
+    result = {name: teacher_baseline(Path(args.corpus) / name, name, test_ids_path(args.test_sets, name))
+              for name in load_settings(args.params).data.datasets}
     write_json(args.out, result)
-    print(json.dumps(result, indent=1))
+    print(json.dumps({name: {k: v for k, v in r.items() if k != "rules"} for name, r in result.items()}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "baseline")

@@ -1,26 +1,33 @@
 """DVC stage `evaluate@<cell>`: label-only test predictions of one trained student, and its accuracy."""
 
 import argparse
+import json
 
 from distill_step_by_step.gpu import claim_gpu
 
-claim_gpu()  # before torch is imported: pick this job's GPU from DSS_GPUS, if set
+claim_gpu()  # before torch is imported: pick this job's GPU slot from DSS_GPUS, if set
 
-import json
-from distill_step_by_step.cell import evaluate_cell  # noqa: E402
-from distill_step_by_step.params import load_params
+from distill_step_by_step.cell import Cell  # noqa: E402
+from distill_step_by_step.errors import run_stage  # noqa: E402
+from distill_step_by_step.evaluation import evaluate_cell  # noqa: E402
+from distill_step_by_step.settings import load_settings  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", required=True)
-    ap.add_argument("--model", required=True, help="checkpoint directory written by the distill stage")
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--student", required=True)
+    ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--model", required=True, help="checkpoint directory written by the train stage")
     ap.add_argument("--out", required=True, help="results directory: predictions.jsonl, metrics.json")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    metrics = evaluate_cell(load_params(args.params), args.dataset, args.model, args.out)
+    cell = Cell(args.dataset, args.method, args.student, args.fraction, args.seed)
+    metrics = evaluate_cell(cell, load_settings(args.params).evaluate, args.model, args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "cell"}))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "evaluate")

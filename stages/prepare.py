@@ -2,8 +2,9 @@
 
 import argparse
 
-from distill_step_by_step.params import get, load_params
+from distill_step_by_step.errors import run_stage
 from distill_step_by_step.prepare import prepare
+from distill_step_by_step.settings import load_settings
 
 
 def main() -> None:
@@ -12,11 +13,11 @@ def main() -> None:
     ap.add_argument("--out", default="data/prepared")
     ap.add_argument("--params", default="params.yaml", help="read data.datasets from here")
     args = ap.parse_args()
-    summary = prepare(args.source, args.out, get(load_params(args.params), "data.datasets"))
+    summary = prepare(args.source, args.out, load_settings(args.params).data.datasets)
     for name, info in summary["datasets"].items():
         sizes = ", ".join(f"{s}={v['n']}" for s, v in info["splits"].items())
         print(f"{name}: {sizes}" + (f"  ({info['note']})" if "note" in info else ""))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "prepare")

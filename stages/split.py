@@ -3,8 +3,10 @@
 import argparse
 import json
 
-from distill_step_by_step.params import get, load_params
-from distill_step_by_step.splits import SplitConfig, write_splits
+from distill_step_by_step.errors import run_stage
+from distill_step_by_step.jsonio import write_json
+from distill_step_by_step.settings import load_settings
+from distill_step_by_step.splits import write_splits
 
 
 def main() -> None:
@@ -12,13 +14,15 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="corpus directory of the dataset")
     ap.add_argument("--out", required=True, help="manifest directory, e.g. data/splits/cqa")
     ap.add_argument("--test-out", required=True, help="test id manifest, e.g. data/test_sets/cqa.ids")
+    ap.add_argument("--summary", required=True, help="split summary JSON, e.g. reports/splits/cqa.json")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    params = load_params(args.params)
-    cfg = SplitConfig.from_params({**get(params, "split"), "fractions": get(params, "grid.fractions"),
-                                   "seeds": get(params, "grid.seeds")})
-    print(json.dumps(write_splits(args.corpus, args.out, args.test_out, cfg), indent=1))
+    settings = load_settings(args.params)
+    summary = write_splits(args.corpus, args.out, args.test_out, settings.split, settings.grid.fractions,
+                           settings.grid.seeds)
+    write_json(args.summary, summary)
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "split")

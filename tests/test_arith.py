@@ -2,7 +2,8 @@
 
 import pytest
 
-from distill_step_by_step.arith import evaluate, same_value
+from distill_step_by_step.arith import evaluate
+from distill_step_by_step.scoring import is_correct, is_exact
 from distill_step_by_step.jsonio import read_jsonl
 
 
@@ -14,9 +15,9 @@ def test_values_follow_precedence_and_parentheses():
     assert evaluate("-3 + 5") == 2.0
     assert evaluate("8 / 4 / 2") == 1.0
     assert evaluate(".5 * 4") == 2.0
-    assert same_value("(84 / 2)", "( 84.0 / 2.0 )")
-    assert same_value("(0.1 + 0.2)", "0.3")
-    assert not same_value("(84 - 2)", "( 84.0 / 2.0 )")
+    assert is_correct("equation", "(84 / 2)", "( 84.0 / 2.0 )") and is_exact("equation", "(84 / 2)", "( 84.0 / 2.0 )")
+    assert is_correct("equation", "(0.1 + 0.2)", "0.3") and not is_exact("equation", "(0.1 + 0.2)", "0.3")
+    assert not is_correct("equation", "(84 - 2)", "( 84.0 / 2.0 )")
 
 
 @pytest.mark.parametrize(

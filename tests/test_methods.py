@@ -4,8 +4,9 @@ import pytest
 
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.methods import (
-    EXPLAIN_PREFIX, PREDICT_PREFIX, MethodConfig, label_from_output, single_task_target, training_examples,
+    EXPLAIN_PREFIX, PREDICT_PREFIX, label_from_output, single_task_target, training_examples,
 )
+from distill_step_by_step.settings import MethodConfig
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,11 @@ def test_single_task_round_trip(svamp):
 
 
 def test_bad_method_settings():
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="methods.cot: unknown method"):
         MethodConfig.from_params("cot", {})
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match=r"methods.step_by_step.alpha: must be <= 1, got 1.5"):
         MethodConfig.from_params("step_by_step", {"alpha": 1.5})
-    with pytest.raises(ValueError, match="gold or teacher"):
+    with pytest.raises(ValueError, match="methods.step_by_step.labels: must be one of gold, teacher"):
         MethodConfig.from_params("step_by_step", {"labels": "silver"})
+    with pytest.raises(ValueError, match="methods.step_by_step.alhpa: unknown setting"):
+        MethodConfig.from_params("step_by_step", {"alhpa": 0.3})

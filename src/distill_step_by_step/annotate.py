@@ -24,7 +24,9 @@ from tqdm import tqdm
 
 from .corpus import corpus_record, load_recorded, splits_of, summarise
 from .datasets import get_spec
+from .errors import StageError
 from .jsonio import atomic_dir, read_jsonl, write_jsonl
+from .settings import TeacherConfig
 from .teachers import Request, Teacher, build_teacher
 from .teachers.cache import AnnotationCache, cache_key, teacher_hash
 from .teachers.prompting import prompt_template, render, stop_strings
@@ -32,30 +34,22 @@ from .teachers.prompting import prompt_template, render, stop_strings
 DEFAULT_CACHE_DIR = ".resume/annotate"
 
 
-class AnnotationIncomplete(RuntimeError):
+class AnnotationIncomplete(StageError):
     """Some examples could not be annotated; everything else is saved and a rerun retries only those."""
 
 
-def _limit(max_examples: Any) -> int | None:
-    if max_examples is None:
-        return None
-    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-        raise ValueError(f"teacher.max_examples must be a positive integer or null, got {max_examples!r}")
-    return max_examples
-
-
-def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teacher_cfg: dict[str, Any],
+def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teacher: TeacherConfig | dict[str, Any],
              cache_dir: str | Path = DEFAULT_CACHE_DIR) -> dict[str, Any]:
-    """Build the corpus of ``dataset`` with the teacher configured by ``teacher_cfg`` (params.yaml: teacher)."""
-    name = teacher_cfg.get("name", "palm")
-    limit = _limit(teacher_cfg.get("max_examples"))
-    if name == "palm":
-        return annotate_recorded(prepared_dir, dataset, out_dir, max_examples=limit)
-    teacher = build_teacher(teacher_cfg)
+    """Build the corpus of ``dataset`` with the configured teacher (params.yaml: teacher)."""
+    teacher = TeacherConfig.of(teacher)
+    if teacher.name == "palm":
+        return annotate_recorded(prepared_dir, dataset, out_dir, max_examples=teacher.max_examples)
+    live = build_teacher(teacher)
     try:
-        return annotate_live(teacher, prepared_dir, dataset, out_dir, Path(cache_dir) / f"{dataset}.jsonl", limit)
+        return annotate_live(live, prepared_dir, dataset, out_dir, Path(cache_dir) / f"{dataset}.jsonl",
+                             teacher.max_examples)
     finally:
-        teacher.close()
+        live.close()
 
 
 def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Path,
@@ -72,7 +66,7 @@ def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Pat
                 for ex, comp in tqdm(zip(examples, completions), total=len(examples), desc=f"{dataset}/{split}", unit="ex")
             ]
             write_jsonl(tmp / f"{split}.jsonl", records)
-            summary["splits"][split] = summarise(records, spec.task)
+            summary["splits"][split] = summarise(records, spec.answer_type)
     if max_examples is not None:
         summary["max_examples"] = max_examples
     if spec.pool_note:
@@ -152,7 +146,7 @@ def annotate_live(teacher: Teacher, prepared_dir: str | Path, dataset: str, out_
                 cached = [cache.get(k) for k in keys[split]]
                 records = [corpus_record(ex, str(c["completion"]).lstrip(), dataset) for ex, c in zip(rows, cached)]
                 write_jsonl(tmp / f"{split}.jsonl", records)
-                stats = summarise(records, spec.task)
+                stats = summarise(records, spec.answer_type)
                 stats["prompt_tokens"] = sum(c.get("prompt_tokens") or 0 for c in cached)
                 stats["completion_tokens"] = sum(c.get("completion_tokens") or 0 for c in cached)
                 stats["teacher_seconds"] = round(sum(c.get("seconds") or 0.0 for c in cached), 2)

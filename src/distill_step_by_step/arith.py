@@ -106,11 +106,3 @@ def evaluate(text: str | None) -> float | None:
     except (_Syntax, OverflowError, ValueError, RecursionError):
         return None
     return value if math.isfinite(value) else None
-
-
-def same_value(prediction: str | None, gold: str | None, rel_tol: float = 1e-6) -> bool:
-    """Whether two equations evaluate to the same number (both must evaluate)."""
-    a, b = evaluate(prediction), evaluate(gold)
-    if a is None or b is None:
-        return False
-    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)

@@ -1,18 +1,52 @@
-"""One grid cell (dataset, method, student, fraction, seed): gather its data and settings, then train
-or evaluate. The ``distill`` and ``evaluate`` stage scripts are thin wrappers around these functions."""
+"""A grid cell: (dataset, method, student, fraction, seed), where its outputs live and which records it uses.
+
+The ``train`` and ``evaluate`` stages (``training.train_cell``, ``evaluation.evaluate_cell``) and the
+report find a cell's files through :class:`Cell`; ``dvc.yaml`` spells the same paths for DVC
+(``tests/test_stage_deps.py`` checks that the two agree).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .corpus import read_corpus
-from .datasets import get_spec
 from .errors import DataError
-from .evaluation import evaluate_student
-from .jsonio import read_lines, write_json, write_jsonl
-from .methods import MethodConfig
-from .params import get
+from .jsonio import read_lines
+from .splits import train_ids_path, valid_ids_path
+
+MODELS_ROOT = "models"
+RESULTS_ROOT = "results"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid; ``fraction`` as written in params.yaml (``0.25``, ``1.0``)."""
+
+    dataset: str
+    method: str
+    student: str
+    fraction: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """``<dataset>/<method>/<student>/f<fraction>-s<seed>``: the cell's path below models/ and results/."""
+        return f"{self.dataset}/{self.method}/{self.student}/f{self.fraction}-s{self.seed}"
+
+    def model_dir(self, root: str | Path = MODELS_ROOT) -> Path:
+        """Where the ``train`` stage writes the cell's checkpoint."""
+        return Path(root) / self.name
+
+    def results_dir(self, root: str | Path = RESULTS_ROOT) -> Path:
+        """Where the ``evaluate`` stage writes the cell's predictions and metrics."""
+        return Path(root) / self.name
+
+    def info(self) -> dict[str, Any]:
+        """The cell's coordinates as recorded in ``student.json`` and ``metrics.json``."""
+        return {"dataset": self.dataset, "method": self.method, "student": self.student,
+                "fraction": float(self.fraction), "seed": int(self.seed), "cell": self.name}
 
 
 def select(records: list[dict[str, Any]], ids_path: str | Path) -> list[dict[str, Any]]:
@@ -21,56 +55,23 @@ def select(records: list[dict[str, Any]], ids_path: str | Path) -> list[dict[str
     ids = read_lines(ids_path)
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise DataError(f"{len(missing)} ids not in the corpus (first: {missing[0]!r})", path=str(ids_path))
+        raise DataError(f"{len(missing)} ids not in the corpus (first: {missing[0]!r})", path=str(ids_path),
+                        hint="the split manifests are older than the corpus: run `dvc repro`")
     return [by_id[i] for i in ids]
 
 
-def cell_name(dataset: str, method: str, student: str, fraction: str, seed: int | str) -> str:
-    """The cell's path below ``models/`` and ``results/``."""
-    return f"{dataset}/{method}/{student}/f{fraction}-s{seed}"
+def training_records(cell: Cell, corpus_root: str | Path, splits_root: str | Path) -> tuple[list[dict], list[dict]]:
+    """The cell's training fraction and the dataset's shared validation set."""
+    pool = read_corpus(Path(corpus_root) / cell.dataset, "train")
+    splits = Path(splits_root) / cell.dataset
+    return select(pool, train_ids_path(splits, cell.seed, cell.fraction)), select(pool, valid_ids_path(splits))
 
 
-def train_cell(params: dict[str, Any], dataset: str, method: str, student: str, fraction: str, seed: int,
-               out_dir: str | Path, *, corpus_root: str | Path = "data/corpus", splits_root: str | Path = "data/splits",
-               state_root: str | Path = ".resume") -> dict[str, Any]:
-    """Train the cell's student on its training fraction, validating on the shared validation set."""
-    from .training import CellData, TrainConfig, train_student  # accelerate is slow to import; evaluate needs none of it
-
-    corpus = Path(corpus_root) / dataset
-    splits = Path(splits_root) / dataset
-    pool = read_corpus(corpus, "train")
-    data = CellData(
-        train=select(pool, splits / f"seed_{seed}" / f"train_{fraction}.ids"),
-        valid=select(pool, splits / "valid.ids"),
-        task=get_spec(dataset).task,
-    )
-    students = get(params, "students")
-    if student not in students:
-        raise KeyError(f"params.yaml: students has no {student!r} (known: {', '.join(students)})")
-    info = {"dataset": dataset, "method": method, "student": student, "fraction": float(fraction),
-            "seed": int(seed), "cell": cell_name(dataset, method, student, fraction, seed)}
-    return train_student(
-        students[student],
-        MethodConfig.from_params(method, get(params, f"methods.{method}", {})),
-        data,
-        TrainConfig.from_params(get(params, "train")),
-        int(seed),
-        out_dir,
-        Path(state_root) / Path(out_dir),
-        info,
-    )
+def test_records(dataset: str, corpus_root: str | Path, test_sets: str | Path) -> list[dict[str, Any]]:
+    """The test examples every cell of ``dataset`` (and the teacher baseline) is scored on."""
+    return select(read_corpus(Path(corpus_root) / dataset, "test"), test_ids_path(test_sets, dataset))
 
 
-def evaluate_cell(params: dict[str, Any], dataset: str, model_dir: str | Path, out_dir: str | Path, *,
-                  corpus_root: str | Path = "data/corpus", test_sets: str | Path = "data/test_sets") -> dict[str, Any]:
-    """Score the cell's checkpoint on the test manifest; write predictions.jsonl and metrics.json."""
-    test = select(read_corpus(Path(corpus_root) / dataset, "test"), Path(test_sets) / f"{dataset}.ids")
-    rows, metrics = evaluate_student(
-        model_dir, test, get_spec(dataset).task,
-        batch_size=int(get(params, "evaluate.batch_size", 64)),
-        rationales=bool(get(params, "evaluate.rationales", False)),
-    )
-    out_dir = Path(out_dir)
-    write_jsonl(out_dir / "predictions.jsonl", rows)
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
+def test_ids_path(test_sets: str | Path, dataset: str) -> Path:
+    """The test manifest of a dataset (``data/test_sets/<dataset>.ids``)."""
+    return Path(test_sets) / f"{dataset}.ids"

@@ -36,11 +36,11 @@ def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dic
     }
 
 
-def summarise(records: list[dict[str, Any]], task: str) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
     """Rows, parse counts (with reasons), agreement of the teacher label with gold, rationale length."""
     parsed = [r for r in records if r["teacher_ok"]]
     reasons = Counter(str(r["teacher_error"]).split(":")[0] for r in records if not r["teacher_ok"])
-    correct = [is_correct(task, r["teacher_label"], r["label"]) for r in parsed]
+    correct = [is_correct(answer_type, r["teacher_label"], r["label"]) for r in parsed]
     words = [len(r["rationale"].split()) for r in parsed]
     return {
         "rows": len(records),

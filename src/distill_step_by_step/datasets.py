@@ -37,18 +37,13 @@ class SplitSource:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A benchmark: its task type, its splits and how to normalise a raw row."""
+    """A benchmark: its answer type, its splits and how to normalise a raw row."""
 
     name: str
-    task: str  # "choice" | "nli" | "equation"
+    answer_type: str  # "choice" | "nli" | "equation" (how answers are scored)
     splits: dict[str, SplitSource]
     normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]
     pool_note: str | None = None
-
-    @property
-    def labels(self) -> tuple[str, ...] | None:
-        """The closed label set, when there is one."""
-        return NLI_LABELS if self.task == "nli" else None
 
 
 def _need(row: dict[str, Any], key: str, where: str, line: int) -> Any:

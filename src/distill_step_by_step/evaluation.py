@@ -9,10 +9,18 @@ from typing import Any
 
 import torch
 
-from .methods import ANSWER_MARKER, MethodConfig, explain_source, label_from_output, predict_source
+from .cell import Cell, test_records
+from .datasets import get_spec
+from .jsonio import write_json, write_jsonl
+from .methods import ANSWER_MARKER, explain_source, label_from_output, predict_source
 from .modeling import generate
-from .scoring import is_correct
+from .scoring import is_correct, is_exact, score
+from .settings import EvaluateConfig, MethodConfig
 from .students import Student, load_student
+
+# What metrics.json repeats from the cell's student.json, so the report needs no checkpoint.
+CELL_FIELDS = ("dataset", "method", "student", "fraction", "seed", "params", "params_m", "n_train", "n_used",
+               "best_step", "best_valid_accuracy", "train_seconds", "seconds_per_step", "steps")
 
 
 def load_for_inference(model_dir: str | Path) -> tuple[Student, dict[str, Any], MethodConfig]:
@@ -33,41 +41,46 @@ def predict(student: Student, info: dict[str, Any], method: MethodConfig, record
     rows = [{"id": r.get("id"), "input": r.get("input"), "prediction": label_from_output(method, o)}
             for r, o in zip(records, outputs)]
     if rationales:
-        if method.name == "step_by_step":
-            max_target = int(info.get("train_config", {}).get("max_target_tokens", 256))
-            texts = generate(student, [explain_source(r, sep) for r in records], max_new_tokens=max_target,
-                             batch_size=batch_size, max_source=max_source)
-        elif method.name == "single_task":
-            texts = [o.rsplit(ANSWER_MARKER.strip().lower(), 1)[0].strip() for o in (x.lower() for x in outputs)]
-        else:
-            texts = [None] * len(records)  # trained without rationales: nothing to show
-        for row, text in zip(rows, texts):
+        for row, text in zip(rows, _rationales(student, info, method, records, outputs, batch_size, max_source)):
             row["rationale"] = text
     return rows
 
 
-def evaluate_student(model_dir: str | Path, records: list[dict[str, Any]], task: str, *, batch_size: int = 64,
+def _rationales(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
+                outputs: list[str], batch_size: int, max_source: int) -> list[str | None]:
+    if method.name == "step_by_step":
+        max_target = int(info.get("train_config", {}).get("max_target_tokens", 256))
+        return generate(student, [explain_source(r, student.pair_separator) for r in records], max_new_tokens=max_target,
+                        batch_size=batch_size, max_source=max_source)
+    if method.name == "single_task":
+        return [o.rsplit(ANSWER_MARKER.strip().lower(), 1)[0].strip() for o in (x.lower() for x in outputs)]
+    return [None] * len(records)  # trained without rationales: nothing to show
+
+
+def evaluate_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str, *, batch_size: int = 64,
                      rationales: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Predictions (id, input, gold, prediction, correct[, rationale]) and metrics (accuracy, n, ...)."""
+    """Predictions (id, input, gold, prediction, correct, exact[, rationale]) and metrics under both rules."""
     student, info, method = load_for_inference(model_dir)
     start = time.perf_counter()
     rows = predict(student, info, method, records, batch_size=batch_size, rationales=rationales)
     seconds = time.perf_counter() - start
     for row, rec in zip(rows, records):
         row["gold"] = rec["label"]
-        row["correct"] = is_correct(task, row["prediction"], rec["label"])
-    correct = sum(r["correct"] for r in rows)
-    metrics = {
-        "accuracy": round(correct / len(rows), 4) if rows else 0.0,
-        "n": len(rows),
-        "correct": correct,
-        "decode_seconds": round(seconds, 2),
-        "examples_per_second": round(len(rows) / seconds, 1) if seconds > 0 else None,
-    }
-    return rows, {**metrics, "cell": _cell_fields(info)}
+        row["correct"] = is_correct(answer_type, row["prediction"], rec["label"])
+        row["exact"] = is_exact(answer_type, row["prediction"], rec["label"])
+    result = score(answer_type, [r["prediction"] for r in rows], [r["label"] for r in records])
+    metrics = {**result.as_dict(), "decode_seconds": round(seconds, 2),
+               "examples_per_second": round(len(rows) / seconds, 1) if seconds > 0 else None}
+    metrics.pop("unparsed")
+    return rows, {**metrics, "cell": {k: info.get(k) for k in CELL_FIELDS}}
 
 
-def _cell_fields(info: dict[str, Any]) -> dict[str, Any]:
-    keys = ("dataset", "method", "student", "fraction", "seed", "params", "params_m", "n_train", "n_used",
-            "best_step", "best_valid_accuracy", "train_seconds", "seconds_per_step", "steps")
-    return {k: info.get(k) for k in keys}
+def evaluate_cell(cell: Cell, cfg: EvaluateConfig, model_dir: str | Path, out_dir: str | Path, *,
+                  corpus_root: str | Path = "data/corpus", test_sets: str | Path = "data/test_sets") -> dict[str, Any]:
+    """Score the cell's checkpoint on the dataset's test manifest; write predictions.jsonl and metrics.json."""
+    test = test_records(cell.dataset, corpus_root, test_sets)
+    rows, metrics = evaluate_student(model_dir, test, get_spec(cell.dataset).answer_type,
+                                     batch_size=cfg.batch_size, rationales=cfg.rationales)
+    write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
+    write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics

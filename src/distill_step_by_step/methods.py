@@ -6,6 +6,10 @@
   together with loss ``alpha * L_label + (1 - alpha) * L_rationale``; labels gold or teacher.
 * ``single_task``: input -> ``rationale Answer: label`` (ablation); the label is read back from the output.
 
+This module is the one home of the two tasks: which pairs each method trains (:func:`training_examples`),
+which task sub-batches a step runs with which weights (:func:`task_units`) and how their losses are
+combined (:func:`weighted_loss`). ``alpha`` and the label source are declared in ``settings.MethodConfig``.
+
 Rows whose teacher output did not parse cannot provide a teacher label or rationale: they are dropped
 from the tasks that need them and counted (``RowStats``), never silently.
 """
@@ -13,42 +17,22 @@ from the tasks that need them and counted (``RowStats``), never silently.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .datasets import student_text
+from .settings import MethodConfig
 
-METHODS = ("finetune", "distill", "step_by_step", "single_task")
+if TYPE_CHECKING:
+    import torch
+
+R = TypeVar("R")  # a tokenised row (modeling.Row)
+
 PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
 ANSWER_MARKER = " Answer: "
 _ANSWER_RE = re.compile(r"answer\s*:\s*(.*)$", re.IGNORECASE | re.DOTALL)
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """A method and its tunables from ``params.yaml: methods.<name>``."""
-
-    name: str
-    alpha: float = 0.5
-    labels: str = "gold"  # gold | teacher (step_by_step, single_task); fixed for finetune/distill
-
-    @classmethod
-    def from_params(cls, name: str, cfg: dict[str, Any] | None) -> "MethodConfig":
-        if name not in METHODS:
-            raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-        cfg = dict(cfg or {})
-        labels = {"finetune": "gold", "distill": "teacher"}.get(name, cfg.get("labels", "gold"))
-        if labels not in ("gold", "teacher"):
-            raise ValueError(f"methods.{name}.labels must be gold or teacher, got {labels!r}")
-        alpha = float(cfg.get("alpha", 0.5))
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"methods.{name}.alpha must be in [0, 1], got {alpha}")
-        return cls(name=name, alpha=alpha, labels=labels)
-
-    @property
-    def uses_rationales(self) -> bool:
-        return self.name in ("step_by_step", "single_task")
 
 
 @dataclass
@@ -139,3 +123,30 @@ def training_examples(
         stats.with_rationale += ex.rationale_target is not None or method.name == "single_task"
         out.append(ex)
     return out, stats
+
+
+def task_units(method: MethodConfig, batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],
+               grad_accum: int = 1) -> list[tuple[list[R], float]]:
+    """The task sub-batches of one micro-batch and their loss weights.
+
+    ``step_by_step``: the label task with weight ``alpha`` and the rationale task with ``1 - alpha``
+    (each a token-mean loss, as the authors' two forward passes); every other method: the label task
+    with weight 1. A task with zero weight is not computed at all. Weights are divided by ``grad_accum``
+    so that accumulated micro-batches add up to one step's loss.
+    """
+    alpha = method.alpha if method.name == "step_by_step" else 1.0
+    units = []
+    if alpha > 0.0:
+        units.append(([label_rows[i] for i in batch], alpha / grad_accum))
+    rationales = [rationale_rows[i] for i in batch if i in rationale_rows]
+    if method.name == "step_by_step" and alpha < 1.0 and rationales:
+        units.append((rationales, (1.0 - alpha) / grad_accum))
+    return units
+
+
+def weighted_loss(losses: Sequence["torch.Tensor"], weights: Sequence[float]) -> "torch.Tensor":
+    """``alpha * L_label + (1 - alpha) * L_rationale`` (or ``L_label`` alone): the loss one micro-batch back-propagates."""
+    total = weights[0] * losses[0]
+    for weight, loss in zip(weights[1:], losses[1:]):
+        total = total + weight * loss
+    return total

@@ -4,6 +4,12 @@ Everything is tokenised once before training (no re-tokenising per step). Batche
 their own longest row (dynamic padding) and drawn from length-sorted groups, so little compute goes to
 padding. Sequence-to-sequence and decoder-only students share this code; for decoder-only models the
 loss covers the target tokens only.
+
+A training step never waits for the GPU: batches are built on the host as whole arrays and copied
+asynchronously from pinned memory, the positions of the target tokens are computed on the host (no
+boolean-mask indexing, which would read a count back from the device), and decoder-only rows go
+without an attention mask (right padding under causal attention never reaches a real token, and the
+mask would make the attention code check it on the device).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +38,27 @@ class Row:
         return len(self.source) + len(self.target)
 
 
+@dataclass
+class Batch:
+    """Padded model inputs on the device, and which output positions predict which target tokens.
+
+    ``target_index`` indexes the flattened (batch x time) outputs whose next token is a target token,
+    ``target_ids`` holds those tokens: the loss is their token-mean cross-entropy.
+    """
+
+    input_ids: torch.Tensor | None  # None where the encoder's outputs are passed instead
+    attention_mask: torch.Tensor | None
+    target_index: torch.Tensor
+    target_ids: torch.Tensor
+    decoder_input_ids: torch.Tensor | None = None  # sequence-to-sequence students only
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """(batch, time) of the outputs that go through the vocabulary head."""
+        ids = self.decoder_input_ids if self.decoder_input_ids is not None else self.input_ids
+        return ids.shape[0], ids.shape[1]
+
+
 def causal_prompt(text: str) -> str:
     """How a decoder-only student is prompted: the source, then a fixed separator."""
     return text + CAUSAL_SEPARATOR
@@ -51,6 +77,11 @@ def encode_rows(student: Student, sources: Sequence[str], targets: Sequence[str]
     return [Row(list(s), list(t) + [student.eos_id]) for s, t in zip(src, tgt)]
 
 
+def decode(student: Student, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
+    """Generated token ids as answer text: special tokens dropped, outer spaces stripped."""
+    return [text.strip() for text in student.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
 def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_batches: int = 50) -> list[list[int]]:
     """Batches of indices for one epoch: shuffle, sort within groups of ``group_batches`` batches by
     length, cut into batches, shuffle the batches. Deterministic in (seed, epoch), so a resumed run
@@ -65,39 +96,56 @@ def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int, epo
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(rows: Sequence[Row], student: Student, device: torch.device) -> dict[str, torch.Tensor]:
-    """Pad a list of rows to their longest (right padding) into model inputs with ``-100`` labels."""
+def _padded(seqs: Sequence[Sequence[int]], pad: int, left: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids padded to the longest sequence, and the 0/1 mask of real tokens."""
+    n = max(map(len, seqs))
+    ids = np.full((len(seqs), n), pad, dtype=np.int64)
+    mask = np.zeros((len(seqs), n), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        span = slice(n - len(s), n) if left else slice(0, len(s))
+        ids[i, span] = s
+        mask[i, span] = 1
+    return ids, mask
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on the device; to a GPU through pinned memory, so the copy does not wait for it."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _targets(rows: Sequence[Row], width: int, starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat output positions that predict each row's target tokens, and those tokens."""
+    index = np.concatenate([i * width + s + np.arange(len(r.target)) for i, (r, s) in enumerate(zip(rows, starts))])
+    return index.astype(np.int64), np.concatenate([np.asarray(r.target, dtype=np.int64) for r in rows])
+
+
+def collate(rows: Sequence[Row], student: Student, device: torch.device) -> Batch:
+    """Right-padded model inputs for a list of rows (decoder-only: source + target in one sequence)."""
     pad = student.tokenizer.pad_token_id
     if student.is_causal:
-        seqs = [r.source + r.target for r in rows]
-        n = max(map(len, seqs))
-        ids = torch.full((len(rows), n), pad, dtype=torch.long)
-        labels = torch.full((len(rows), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), n), dtype=torch.long)
-        for i, (r, s) in enumerate(zip(rows, seqs)):
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-            labels[i, len(r.source): len(s)] = torch.tensor(r.target)
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-    n_src = max(len(r.source) for r in rows)
-    n_tgt = max(len(r.target) for r in rows)
-    ids = torch.full((len(rows), n_src), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), n_src), dtype=torch.long)
-    labels = torch.full((len(rows), n_tgt), -100, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r.source)] = torch.tensor(r.source)
-        mask[i, : len(r.source)] = 1
-        labels[i, : len(r.target)] = torch.tensor(r.target)
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+        ids, _ = _padded([r.source + r.target for r in rows], pad)
+        # position t predicts token t + 1: the first target token is predicted at the last source position
+        index, targets = _targets(rows, ids.shape[1], [len(r.source) - 1 for r in rows])
+        return Batch(to_device(ids, device), None, to_device(index, device), to_device(targets, device))
+    ids, mask = _padded([r.source for r in rows], pad)
+    return _decoder_batch(rows, student, device, to_device(ids, device), to_device(mask, device))
 
 
-def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+def _decoder_batch(rows: Sequence[Row], student: Student, device: torch.device, input_ids: torch.Tensor | None,
+                   attention_mask: torch.Tensor) -> Batch:
+    """A sequence-to-sequence batch: the decoder reads the target shifted right behind the start token."""
+    start = student.model.config.decoder_start_token_id
+    dec, _ = _padded([[start] + r.target[:-1] for r in rows], student.tokenizer.pad_token_id)
+    index, targets = _targets(rows, dec.shape[1], [0] * len(rows))
+    return Batch(input_ids, attention_mask, to_device(index, device), to_device(targets, device), to_device(dec, device))
 
 
 @contextmanager
-def _head_only_at(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[bool]:
-    """While active, the output projection runs only at positions where ``keep`` (batch x time) is true.
+def _head_only_at(model: torch.nn.Module, batch: Batch) -> Iterator[bool]:
+    """While active, the output projection runs only at the batch's target positions.
 
     The vocabulary projection is the largest matmul of a small student's step (MiniLM: 384 x 30522 per
     target token, more than a decoder layer), and padding positions are thrown away by the loss anyway:
@@ -110,10 +158,13 @@ def _head_only_at(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[bool]:
     if not isinstance(head, torch.nn.Linear):
         yield False
         return
+    shape = batch.output_shape
 
     def select(_module: torch.nn.Module, args: tuple) -> tuple:
         hidden = args[0]
-        return (hidden[keep] if hidden.shape[:2] == keep.shape else hidden, *args[1:])
+        if tuple(hidden.shape[:2]) != shape:
+            return args
+        return (hidden.flatten(0, 1).index_select(0, batch.target_index), *args[1:])
 
     handle = head.register_forward_pre_hook(select)
     try:
@@ -122,33 +173,26 @@ def _head_only_at(model: torch.nn.Module, keep: torch.Tensor) -> Iterator[bool]:
         handle.remove()
 
 
-def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], causal: bool) -> torch.Tensor:
-    """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32)."""
-    labels = batch["labels"]
-    if causal:
-        # position t predicts token t+1; the last position predicts nothing
-        keep = torch.zeros_like(labels, dtype=torch.bool)
-        keep[:, :-1] = labels[:, 1:] != -100
-        with _head_only_at(model, keep) as selected:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return _mean_ce(logits, labels[:, 1:][keep[:, :-1]]) if selected else _mean_ce(logits[:, :-1], labels[:, 1:])
-    core = getattr(model, "module", model)
-    dec_in = core.prepare_decoder_input_ids_from_labels(labels=labels)
-    return _decoder_loss(model, labels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         decoder_input_ids=dec_in)
-
-
-def _decoder_loss(model: torch.nn.Module, labels: torch.Tensor, **inputs: Any) -> torch.Tensor:
-    """Token-mean cross-entropy of an encoder-decoder forward, projecting only the real target tokens."""
-    keep = labels != -100
-    with _head_only_at(model, keep) as selected:
+def _logits_at_targets(model: torch.nn.Module, batch: Batch, **inputs: torch.Tensor | None) -> torch.Tensor:
+    """The logits of the target positions only (batch.target_index order)."""
+    with _head_only_at(model, batch) as selected:
         logits = model(**inputs).logits
-    return _mean_ce(logits, labels[keep] if selected else labels)
+    return logits if selected else logits.flatten(0, 1).index_select(0, batch.target_index)
 
 
-def units_loss(model: torch.nn.Module, student: Student, units: Sequence[tuple[Sequence[Row], float]],
-               device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``sum(weight * token-mean loss)`` over task sub-batches; returns the total and each unit's loss.
+def token_loss(model: torch.nn.Module, batch: Batch, causal: bool) -> torch.Tensor:
+    """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32)."""
+    if causal:
+        logits = _logits_at_targets(model, batch, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    else:
+        logits = _logits_at_targets(model, batch, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                    decoder_input_ids=batch.decoder_input_ids)
+    return F.cross_entropy(logits.float(), batch.target_ids)
+
+
+def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Sequence[Row]],
+                 device: torch.device) -> list[torch.Tensor]:
+    """The token-mean loss of each task sub-batch (``units``: lists of rows).
 
     For encoder-decoder students every unit's sources go through the encoder in one pass (each row is
     encoded independently under its attention mask, so this equals separate passes) and each unit is
@@ -156,24 +200,23 @@ def units_loss(model: torch.nn.Module, student: Student, units: Sequence[tuple[S
     instead of one full forward per task.
     """
     if student.is_causal or len(units) == 1:
-        parts = [token_loss(model, collate(rows, student, device), student.is_causal) for rows, _ in units]
-    else:
-        from transformers.modeling_outputs import BaseModelOutput
+        return [token_loss(model, collate(rows, student, device), student.is_causal) for rows in units]
+    from transformers.modeling_outputs import BaseModelOutput
 
-        rows_all = [r for rows, _ in units for r in rows]
-        enc = collate(rows_all, student, device)
-        core = getattr(model, "module", model)
-        hidden = core.get_encoder()(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        parts, start = [], 0
-        for rows, _ in units:
-            batch = collate(rows, student, device)
-            sl = slice(start, start + len(rows))
-            start += len(rows)
-            dec_in = core.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
-            parts.append(_decoder_loss(model, batch["labels"], encoder_outputs=BaseModelOutput(last_hidden_state=hidden[sl]),
-                                       attention_mask=enc["attention_mask"][sl], decoder_input_ids=dec_in))
-    total = sum(weight * part for (_, weight), part in zip(units, parts))
-    return total, parts
+    core = getattr(model, "module", model)
+    ids, mask = _padded([r.source for rows in units for r in rows], student.tokenizer.pad_token_id)
+    mask_t = to_device(mask, device)
+    hidden = core.get_encoder()(input_ids=to_device(ids, device), attention_mask=mask_t).last_hidden_state
+    losses, start = [], 0
+    for rows in units:
+        part = slice(start, start + len(rows))
+        start += len(rows)
+        # the encoder's outputs are padded to the longest source of all units: its mask goes with them
+        batch = _decoder_batch(rows, student, device, None, mask_t[part])
+        logits = _logits_at_targets(model, batch, encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
+                                    attention_mask=batch.attention_mask, decoder_input_ids=batch.decoder_input_ids)
+        losses.append(F.cross_entropy(logits.float(), batch.target_ids))
+    return losses
 
 
 @torch.no_grad()
@@ -184,28 +227,19 @@ def generate(student: Student, sources: Sequence[str], *, max_new_tokens: int, b
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    tok = student.tokenizer
     texts = [causal_prompt(s) for s in sources] if student.is_causal else list(sources)
-    enc = tok(texts, truncation=True, max_length=max_source, add_special_tokens=True)["input_ids"]
+    enc = student.tokenizer(texts, truncation=True, max_length=max_source, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
     out: list[str] = [""] * len(texts)
-    pad = tok.pad_token_id
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        n = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), n), dtype=torch.long)
-        for j, i in enumerate(idx):
-            seq = torch.tensor(enc[i])
-            if student.is_causal:  # left padding, so every prompt ends where generation starts
-                ids[j, n - len(seq):], mask[j, n - len(seq):] = seq, 1
-            else:
-                ids[j, : len(seq)], mask[j, : len(seq)] = seq, 1
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+        # decoder-only: left padding, so every prompt ends where generation starts
+        ids, mask = _padded([enc[i] for i in idx], student.tokenizer.pad_token_id, left=student.is_causal)
+        gen = model.generate(input_ids=to_device(ids, device), attention_mask=to_device(mask, device),
                              max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         if student.is_causal:
-            gen = gen[:, n:]
-        for j, text in enumerate(tok.batch_decode(gen, skip_special_tokens=True)):
-            out[idx[j]] = text.strip()
+            gen = gen[:, ids.shape[1]:]
+        for i, text in zip(idx, decode(student, gen)):
+            out[i] = text
     model.train(was_training)
     return out

@@ -25,7 +25,7 @@ def prepare(source: str, out_dir: str | Path, datasets: list[str]) -> dict[str, 
     specs = [get_spec(name) for name in datasets]
     with DatasetArchive(source) as archive, atomic_dir(out_dir) as tmp:
         for spec in tqdm(specs, desc="prepare", unit="dataset"):
-            info: dict[str, Any] = {"task": spec.task, "splits": {}}
+            info: dict[str, Any] = {"answer_type": spec.answer_type, "splits": {}}
             if spec.pool_note:
                 info["note"] = spec.pool_note
             for split, src in spec.splits.items():

@@ -9,50 +9,34 @@
 
 Files (one id per line, never copies of the data)::
 
-    <out>/valid.ids  <out>/seed_<s>/train_<fraction>.ids  <out>/summary.json
+    <out>/valid.ids  <out>/seed_<s>/train_<fraction>.ids
     <test_out>  (e.g. data/test_sets/<dataset>.ids: kept apart so that what scores only the test set,
                  like the teacher baseline, does not rerun when fractions or seeds change)
+
+A fraction's manifest depends only on its seed and value (never on the other fractions and seeds), so
+adding a fraction or a seed leaves every existing manifest, and every cell trained on it, unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .jsonio import atomic_dir, read_jsonl, write_json, write_lines
+from .jsonio import atomic_dir, read_jsonl, write_lines
+from .settings import SplitConfig
 
 
-@dataclass(frozen=True)
-class SplitConfig:
-    """What the split stage reads from ``params.yaml: split``."""
-
-    fractions: tuple[float, ...]
-    seeds: tuple[int, ...]
-    valid_size: float = 0.1  # < 1: fraction of the pool; >= 1: number of examples
-    valid_max: int | None = None  # cap on the validation size
-    valid_seed: int = 0
-    pool_size: int | None = None
-    test_size: int | None = None
-
-    @classmethod
-    def from_params(cls, split: dict[str, Any]) -> "SplitConfig":
-        return cls(
-            fractions=tuple(split["fractions"]),
-            seeds=tuple(int(s) for s in split["seeds"]),
-            valid_size=split.get("valid_size", 0.1),
-            valid_max=split.get("valid_max"),
-            valid_seed=int(split.get("valid_seed", 0)),
-            pool_size=split.get("pool_size"),
-            test_size=split.get("test_size"),
-        )
+def train_ids_path(splits_dir: str | Path, seed: int | str, fraction: float | str) -> Path:
+    """The manifest of one seed's training fraction (the fraction as written in params.yaml)."""
+    return Path(splits_dir) / f"seed_{seed}" / f"train_{fraction}.ids"
 
 
-def fraction_tag(fraction: float | int | str) -> str:
-    """How a fraction appears in file and stage names: as written in params.yaml (``0.125``, ``1.0``)."""
-    return str(fraction)
+def valid_ids_path(splits_dir: str | Path) -> Path:
+    """The validation manifest shared by every seed and fraction."""
+    return Path(splits_dir) / "valid.ids"
 
 
 def _count(size: float, n: int) -> int:
@@ -60,11 +44,12 @@ def _count(size: float, n: int) -> int:
     return min(max(k, 1), n - 1)
 
 
-def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig) -> dict[str, Any]:
+def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig, fractions: Sequence[float],
+                seeds: Sequence[int]) -> dict[str, Any]:
     """Compute the manifests (pure function of the ids and the config)."""
     if len(pool_ids) < 2:
         raise ValueError("the training pool needs at least 2 examples to carve a validation set")
-    for f in cfg.fractions:
+    for f in fractions:
         if not 0 < float(f) <= 1:
             raise ValueError(f"fraction {f} is not in (0, 1]")
     perm = np.random.RandomState(cfg.valid_seed).permutation(len(pool_ids))
@@ -82,22 +67,23 @@ def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig) -> d
     else:
         test = list(test_ids)
     train: dict[int, dict[str, list[str]]] = {}
-    for seed in cfg.seeds:
+    for seed in seeds:
         order = np.random.RandomState(seed).permutation(len(rest))
         train[seed] = {}
-        for f in cfg.fractions:
+        for f in fractions:
             k = max(1, int(round(float(f) * len(rest))))
             chosen = np.sort(rest[order[:k]])
-            train[seed][fraction_tag(f)] = [pool_ids[i] for i in chosen]
+            train[seed][str(f)] = [pool_ids[i] for i in chosen]
     return {"valid": [pool_ids[i] for i in valid_idx], "test": test, "train": train, "pool_size": len(rest)}
 
 
-def write_splits(corpus_dir: str | Path, out_dir: str | Path, test_out: str | Path, cfg: SplitConfig) -> dict[str, Any]:
+def write_splits(corpus_dir: str | Path, out_dir: str | Path, test_out: str | Path, cfg: SplitConfig,
+                 fractions: Sequence[float], seeds: Sequence[int]) -> dict[str, Any]:
     """Read the corpus ids of one dataset and write its manifests; returns the summary."""
     corpus_dir = Path(corpus_dir)
     pool_ids = [r["id"] for r in read_jsonl(corpus_dir / "train.jsonl")]
     test_ids = [r["id"] for r in read_jsonl(corpus_dir / "test.jsonl")]
-    splits = make_splits(pool_ids, test_ids, cfg)
+    splits = make_splits(pool_ids, test_ids, cfg, fractions, seeds)
     summary = {
         "pool_available": len(pool_ids) - len(splits["valid"]),
         "pool_used": splits["pool_size"],
@@ -107,10 +93,9 @@ def write_splits(corpus_dir: str | Path, out_dir: str | Path, test_out: str | Pa
         "train": {str(s): {f: len(ids) for f, ids in per.items()} for s, per in splits["train"].items()},
     }
     with atomic_dir(out_dir) as tmp:
-        write_lines(tmp / "valid.ids", splits["valid"])
+        write_lines(valid_ids_path(tmp), splits["valid"])
         for seed, per in splits["train"].items():
             for tag, ids in per.items():
-                write_lines(tmp / f"seed_{seed}" / f"train_{tag}.ids", ids)
-        write_json(tmp / "summary.json", summary)
+                write_lines(train_ids_path(tmp, seed, tag), ids)
     write_lines(test_out, splits["test"])
     return summary

@@ -34,7 +34,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-KINDS = ("seq2seq", "encoder-decoder", "causal")
+from .settings import StudentConfig
+
 # What an encoder checkpoint lacks when it becomes a decoder: cross-attention and the LM-head transform.
 _FRESH_IN_WARM_START = ("crossattention", "cls.predictions.transform", "cls.predictions.bias")
 STUDENT_FILE = "student.json"
@@ -108,12 +109,11 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: st
     return Student(model, tokenizer, kind, eos_id)
 
 
-def build_student(cfg: dict[str, Any]) -> Student:
+def build_student(cfg: StudentConfig | dict[str, Any]) -> Student:
     """Instantiate a student (pretrained or from a config built in code) from its params entry."""
     _quiet()
-    kind = cfg.get("kind", "seq2seq")
-    if kind not in KINDS:
-        raise ValueError(f"student kind {kind!r} is not one of {KINDS}")
+    cfg = StudentConfig.of(cfg).as_dict()
+    kind = cfg["kind"]
     pretrained = resolve_ref(cfg["pretrained"]) if cfg.get("pretrained") else None
     gguf = cfg.get("gguf_file")
     tok_ref = resolve_ref(cfg.get("tokenizer") or cfg.get("pretrained") or "")

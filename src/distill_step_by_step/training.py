@@ -3,26 +3,29 @@
 One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` examples per process. For
 ``step_by_step`` each micro-batch runs the label task and the rationale task as two sub-batches, each
 padded to its own length, and back-propagates ``alpha * L_label + (1 - alpha) * L_rationale`` (one
-gradient sync per step under DDP). Validation accuracy (label-only greedy decoding) is measured every
-``eval_every`` steps and the best checkpoint by *validation* accuracy is kept; test data never enters
-this module.
+gradient sync per step under DDP; :mod:`.methods` says which tasks and weights). Validation accuracy
+(label-only greedy decoding) is measured every ``eval_every`` steps and the best checkpoint by
+*validation* accuracy is kept; test data never enters this module.
 
-Interrupted runs resume: every ``save_every`` steps (by default: at the first evaluation after each
-``save_every_minutes``) the full state (weights, optimizer, scheduler, RNG, data position, best-so-far)
-is written atomically to ``state_dir``, and the best weights whenever they improve; starting the same cell again
-continues from there and ends exactly where an uninterrupted run ends. A state written for different
-settings or data is ignored.
+Interrupted runs resume (:class:`Resume`): every ``save_every`` steps (by default: at the first evaluation
+after each ``save_every_minutes``) the full state (weights, optimizer, scheduler, RNG, data position,
+best-so-far, the training curve so far) is written atomically, and the best weights whenever they
+improve; starting the same cell again continues from there and ends exactly where an uninterrupted run
+ends. A state written for other settings, data or code is ignored.
+
+:func:`train_student` reads as the loop it is: encode the data, build the optimizer, resume, then step,
+log, evaluate, keep the best and save until done, and export.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,54 +34,82 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
-from .jsonio import atomic_dir
-from .methods import MethodConfig, label_from_output, predict_source, target_label, training_examples
-from .modeling import Row, encode_rows, generate, length_grouped_order, units_loss
-from .scoring import is_correct
+from .cell import Cell, training_records
+from .datasets import get_spec
+from .jsonio import atomic_dir, code_fingerprint, content_hash
+from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
+from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
+from .scoring import score
+from .settings import MethodConfig, Settings, StudentConfig, TrainConfig
 from .students import STUDENT_FILE, Student, build_student
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """``params.yaml: train`` (the authors' defaults are lr 5e-5, batch 64, 10k steps, input 1024)."""
-
-    lr: float = 5e-5
-    lr_new_params: float | None = None  # lr for freshly initialised weights (None: same as lr)
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    grad_accum: int = 1
-    max_steps: int = 10000
-    grad_clip: float | None = 1.0
-    eval_every: int = 250
-    save_every: int | None = None  # steps between resumable states; None: time-based (save_every_minutes)
-    save_every_minutes: float = 5.0  # with save_every None: at an evaluation, if this long since the last save
-    early_stop_patience: int | None = None  # evaluations without improvement before stopping
-    max_input_tokens: int = 1024
-    max_target_tokens: int = 256
-    eval_batch_size: int = 64
-    mixed_precision: str = "auto"  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
-    log_every: int = 10
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown train settings: {', '.join(sorted(unknown))}")
-        cfg = cls(**params)
-        if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.eval_every < 1:
-            raise ValueError("max_steps, batch_size, grad_accum and eval_every must be >= 1")
-        return cfg
+Units = list[tuple[list[Row], float]]  # the task sub-batches of one micro-batch and their loss weights
 
 
 @dataclass
 class CellData:
-    """The records a cell trains and validates on, and how its labels are scored."""
+    """The records a cell trains and validates on, and how its answers are scored."""
 
     train: list[dict[str, Any]]
     valid: list[dict[str, Any]]
-    task: str
+    answer_type: str
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One finished optimizer step: this process's task sub-batches of each micro-batch."""
+
+    step: int
+    micro_batches: list[Units]
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """One finished validation."""
+
+    step: int
+    accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainHooks:
+    """Observers of the loop (benchmarks, tests). They are called on the main loop and must not change it."""
+
+    on_step: Callable[[StepEvent], None] | None = None
+    on_eval: Callable[[EvalEvent], None] | None = None
+
+
+@dataclass
+class TrainState:
+    """Where a cell's training stands: what a resumed run continues from."""
+
+    fingerprint: str
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # the next batch of this epoch's order
+    best_accuracy: float = -1.0
+    best_step: int = 0
+    bad_evals: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def done(self, cfg: TrainConfig) -> bool:
+        return self.step >= cfg.max_steps or self.stopped_early
+
+
+@dataclass
+class EncodedCell:
+    """A cell's training and validation data, tokenised once."""
+
+    stats: RowStats
+    label_rows: list[Row]
+    rationale_rows: dict[int, Row]  # by example index; step_by_step rows whose rationale parsed
+    costs: list[int]  # per example, for length-grouped batches
+    valid: list[tuple[str, str]]  # (predict source, label) pairs
+    max_label_tokens: int  # label-only decoding never needs more (EOS included)
+    identity: list[Any]  # what the examples are, for the resume fingerprint
 
 
 def resolve_precision(setting: str) -> str:
@@ -90,19 +121,38 @@ def resolve_precision(setting: str) -> str:
     return "no"
 
 
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _cost(row: Row) -> int:
+    # A target token costs a decoder layer stack plus the vocabulary projection, several times a source token.
+    return len(row.source) + 4 * len(row.target)
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
+def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: TrainConfig) -> EncodedCell:
+    """Turn the cell's records into token rows for each task, and its validation pairs."""
+    sep = student.pair_separator
+    examples, stats = training_examples(data.train, method, sep)
+    if not examples:
+        raise ValueError(f"no usable training examples ({stats.dropped})")
+    src, tgt = cfg.max_input_tokens, cfg.max_target_tokens
+    label_rows = encode_rows(student, [e.label_source for e in examples], [e.label_target for e in examples], src, tgt)
+    with_rat = [i for i, e in enumerate(examples) if e.rationale_target is not None]
+    rats = encode_rows(student, [examples[i].rationale_source for i in with_rat],
+                       [examples[i].rationale_target for i in with_rat], src, tgt)
+    rationale_rows = dict(zip(with_rat, rats))
+    costs = [_cost(r) + (_cost(rationale_rows[i]) if i in rationale_rows else 0) for i, r in enumerate(label_rows)]
+    valid = [(predict_source(rec, method, sep), gold) for rec in data.valid
+             if (gold := target_label(rec, method)) is not None]
+    identity = [[(e.label_source, e.label_target, e.rationale_target) for e in examples], valid]
+    return EncodedCell(stats, label_rows, rationale_rows, costs, valid, max(len(r.target) for r in label_rows), identity)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms; freshly initialised parameters (the cross-attention
     of a warm-started decoder) may get their own, larger learning rate (``lr_new_params``)."""
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        decays = not (p.ndim < 2 or "norm" in name.lower())
-        groups.setdefault((decays, name in new_params), []).append(p)
+        if p.requires_grad:
+            decays = not (p.ndim < 2 or "norm" in name.lower())
+            groups.setdefault((decays, name in new_params), []).append(p)
     new_lr = cfg.lr_new_params if cfg.lr_new_params is not None else cfg.lr
     param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": new_lr if is_new else cfg.lr}
                     for (decays, is_new), ps in sorted(groups.items())]
@@ -110,7 +160,8 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[s
     return torch.optim.AdamW(param_groups, lr=cfg.lr, fused=True)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup_steps``, then linear decay to zero at ``max_steps``."""
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
@@ -119,49 +170,65 @@ def _schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _cost(row: Row) -> int:
-    return len(row.source) + 4 * len(row.target)
+class Resume:
+    """A cell's resumable state on disk: the latest full state, the best weights and the training curve.
 
-
-def task_units(method: MethodConfig, batch: list[int], label_rows: list[Row], rationale_rows: dict[int, Row],
-               grad_accum: int = 1) -> list[tuple[list[Row], float]]:
-    """The sub-batches of one micro-batch and their loss weights.
-
-    ``step_by_step``: the label task with weight ``alpha`` and the rationale task with ``1 - alpha``
-    (each a token-mean loss, as the authors' two forward passes); every other method: the label task
-    with weight 1. A task with zero weight is not computed at all.
+    States are written under a temporary name and swapped in with two renames (:meth:`recover` finishes
+    a swap a kill interrupted), so a kill at any moment keeps the last complete state.
     """
-    alpha = method.alpha if method.name == "step_by_step" else 1.0
-    units = []
-    if alpha > 0.0:
-        units.append(([label_rows[i] for i in batch], alpha / grad_accum))
-    rats = [rationale_rows[i] for i in batch if i in rationale_rows]
-    if method.name == "step_by_step" and alpha < 1.0 and rats:
-        units.append((rats, (1.0 - alpha) / grad_accum))
-    return units
 
+    def __init__(self, root: str | Path, fingerprint: str):
+        self.root = Path(root)
+        self.fingerprint = fingerprint
+        self.ckpt = self.root / "checkpoint"
+        self.best = self.root / "best"
+        self.live = self.root / "dvclive"
 
-def objective(model: torch.nn.Module, student: Student, units: list[tuple[list[Row], float]],
-              device: torch.device | str = "cpu") -> torch.Tensor:
-    """The weighted training loss of some task units (what one micro-batch back-propagates)."""
-    return units_loss(model, student, units, torch.device(device))[0]
-
-
-class _State:
-    """Where the resumable state of a cell lives, and its atomic save/load."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.ckpt = root / "checkpoint"
-        self.best = root / "best"
-        self.live = root / "dvclive"
-
-    def trainer_state(self, fingerprint: str) -> dict[str, Any] | None:
+    def saved_state(self) -> TrainState | None:
+        """The saved state, if there is one for these settings, data and code."""
         path = self.ckpt / "trainer_state.json"
         if not path.is_file():
             return None
         state = json.loads(path.read_text())
-        return state if state.get("fingerprint") == fingerprint else None
+        return TrainState(**state) if state.get("fingerprint") == self.fingerprint else None
+
+    def start(self, accelerator: Accelerator) -> tuple[TrainState, bool]:
+        """Load the saved state into the prepared objects, or start over; returns (state, resumed)."""
+        if accelerator.is_main_process:
+            self.recover()
+        accelerator.wait_for_everyone()
+        state = self.saved_state()
+        if state is not None:
+            accelerator.load_state(str(self.ckpt))
+            if accelerator.is_main_process:  # the curve as it was at the save: steps after it are redone
+                shutil.rmtree(self.live, ignore_errors=True)
+                shutil.copytree(self.ckpt / "dvclive", self.live)
+        elif accelerator.is_main_process and self.root.exists():
+            shutil.rmtree(self.root)  # a state for other settings, data or code
+        accelerator.wait_for_everyone()
+        return (state, True) if state is not None else (TrainState(self.fingerprint), False)
+
+    def save(self, accelerator: Accelerator, state: TrainState) -> None:
+        """Write the full training state (and the curve so far) under a temporary name, then swap it in."""
+        tmp = self.ckpt.with_name("checkpoint.tmp")
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            if self.live.exists():
+                shutil.copytree(self.live, tmp / "dvclive")
+            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))  # written last: marks it complete
+            self.swap_in(tmp, self.ckpt)
+        accelerator.wait_for_everyone()
+
+    def save_best(self, model: torch.nn.Module, step: int, accuracy: float) -> None:
+        """Keep these weights as the best so far (main process only)."""
+        tmp = self.best.with_name("best.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "best.json").write_text(json.dumps({"step": step, "valid_accuracy": accuracy}))
+        self.swap_in(tmp, self.best)
 
     def swap_in(self, tmp: Path, final: Path) -> None:
         """Replace ``final`` by the complete ``tmp`` with two renames (``recover`` finishes a killed swap)."""
@@ -184,187 +251,107 @@ class _State:
                 os.replace(tmp if tmp.exists() else old, final)
             shutil.rmtree(old, ignore_errors=True)
 
+    def due(self, accelerator: Accelerator, cfg: TrainConfig, step: int, evaluating: bool, seconds_since_save: float) -> bool:
+        """Whether to write a state now: every ``save_every`` steps, or (by default) at an evaluation once
+        ``save_every_minutes`` have passed, so short CPU cells spend no time on states."""
+        if cfg.save_every:
+            return step % cfg.save_every == 0
+        if not evaluating:
+            return False
+        decision = seconds_since_save >= 60.0 * cfg.save_every_minutes
+        if accelerator.num_processes == 1:
+            return decision
+        # a time-based decision can differ between processes, and one would then wait in the save's barrier alone
+        flag = torch.tensor(float(decision), device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="max"))
 
-def train_student(
-    student_cfg: dict[str, Any],
-    method: MethodConfig,
-    data: CellData,
-    cfg: TrainConfig,
-    seed: int,
-    out_dir: str | Path,
-    state_dir: str | Path,
-    info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train one cell and write its best checkpoint (``save_pretrained`` + ``student.json``) to ``out_dir``.
 
-    Returns what ``student.json`` records: sizes, the best validation accuracy and step, timings.
-    """
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
-    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    set_seed(seed)
-    student = build_student(student_cfg)
-    sep = student.pair_separator
-    examples, stats = training_examples(data.train, method, sep)
-    if not examples:
-        raise ValueError(f"no usable training examples ({stats.dropped})")
-    max_src, max_tgt = cfg.max_input_tokens, cfg.max_target_tokens
-    label_rows = encode_rows(student, [e.label_source for e in examples], [e.label_target for e in examples], max_src, max_tgt)
-    with_rat = [i for i, e in enumerate(examples) if e.rationale_target is not None]
-    rat_encoded = encode_rows(student, [examples[i].rationale_source for i in with_rat],
-                              [examples[i].rationale_target for i in with_rat], max_src, max_tgt)
-    rationale_rows: dict[int, Row] = dict(zip(with_rat, rat_encoded))
-    # Batches are grouped by estimated compute: a target token costs a decoder layer stack plus the
-    # vocabulary projection, several times an encoder token, so targets weigh more than sources.
-    lengths = [_cost(r) + (_cost(rationale_rows[i]) if i in rationale_rows else 0) for i, r in enumerate(label_rows)]
-    # Label-only decoding is bounded by the longest training label, EOS included: a longer output
-    # could not be a label the student was taught.
-    max_new_tokens = max(len(r.target) for r in label_rows)
+class BatchOrder:
+    """Length-grouped batches, epoch after epoch, from the position a (resumed) state says."""
 
-    valid_items = [(predict, gold) for predict, gold in (
-        (predict_source(rec, method, sep), target_label(rec, method)) for rec in data.valid) if gold is not None]
+    def __init__(self, costs: list[int], batch_size: int, world: int, rank: int, seed: int, state: TrainState):
+        self.costs, self.batch_size, self.world, self.rank, self.seed = costs, batch_size, world, rank, seed
+        self.state = state
+        self.order = self._epoch_order()
 
-    model = student.model
-    optimizer = _optimizer(model, cfg, student.new_parameters)
-    scheduler = _schedule(optimizer, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    causal = student.is_causal
+    def _epoch_order(self) -> list[list[int]]:
+        order = length_grouped_order(self.costs, self.batch_size, self.seed, self.state.epoch)
+        return [b for b in order if len(b) >= self.world]  # every process gets at least one example
 
-    paths = _State(Path(state_dir))
-    if main:
-        paths.recover()
-    accelerator.wait_for_everyone()
-    fingerprint = _fingerprint(student_cfg, asdict(method), {k: v for k, v in asdict(cfg).items()
-                               if k not in ("eval_batch_size", "log_every")}, seed, world,
-                               [(e.label_source, e.label_target, e.rationale_target) for e in examples], valid_items)
-    state = paths.trainer_state(fingerprint)
-    resumed = state is not None
-    if resumed:
-        accelerator.load_state(str(paths.ckpt))
-    else:
-        if main and paths.root.exists():
-            shutil.rmtree(paths.root)  # a state for other settings or data: start over
-        state = {"fingerprint": fingerprint, "step": 0, "epoch": 0, "pos": 0, "best_accuracy": -1.0,
-                 "best_step": 0, "bad_evals": 0, "stopped_early": False, "train_seconds": 0.0, "history": []}
-    accelerator.wait_for_everyone()
+    def next(self) -> list[int]:
+        """This process's share of the next batch."""
+        if self.state.pos >= len(self.order):
+            self.state.epoch, self.state.pos = self.state.epoch + 1, 0
+            self.order = self._epoch_order()
+        batch = self.order[self.state.pos]
+        self.state.pos += 1
+        return batch[self.rank::self.world]
 
-    live = _open_live(paths.live, resumed) if main else None
-    global_batch = cfg.batch_size * world
-    order = length_grouped_order(lengths, global_batch, seed, state["epoch"])
-    order = [b for b in order if len(b) >= world]
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=info.get("cell", "train") if info else "train",
-               unit="step", disable=not main, dynamic_ncols=True)
-    last_save = time.monotonic()
-    model.train()
-    t_seg = time.perf_counter()
-    while state["step"] < cfg.max_steps and not state["stopped_early"]:
-        micro_batches = []
-        for _ in range(cfg.grad_accum):
-            if state["pos"] >= len(order):
-                state["epoch"] += 1
-                state["pos"] = 0
-                order = [b for b in length_grouped_order(lengths, global_batch, seed, state["epoch"]) if len(b) >= world]
-            micro_batches.append(order[state["pos"]][rank::world])
-            state["pos"] += 1
-        losses: list[torch.Tensor] = []
-        for i, mine in enumerate(micro_batches):
-            units = task_units(method, mine, label_rows, rationale_rows, cfg.grad_accum)
-            # gradients are all-reduced once per optimizer step, on the last micro-batch
-            with (nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)), accelerator.autocast():
-                loss, _ = units_loss(model, student, units, accelerator.device)
-                accelerator.backward(loss)
-            losses.append(loss.detach())
-        if cfg.grad_clip:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["step"] += 1
-        step = state["step"]
-        bar.update(1)
-        evaluating = step % cfg.eval_every == 0 or step == cfg.max_steps
-        total = 0.0
-        if step % cfg.log_every == 0 or step == 1 or evaluating:
-            total = float(sum(losses))  # reading the loss waits for the device: only when it is shown
-            bar.set_postfix(loss=f"{total:.3f}")
-            if live is not None:
-                live.step = step
-                live.log_metric("train/loss", total)
-                live.log_metric("train/lr", scheduler.get_last_lr()[0])
 
-        if evaluating:
-            acc = _validate(accelerator, model, student, valid_items, method, data.task, max_new_tokens, cfg)
-            state["history"].append({"step": step, "valid_accuracy": acc, "loss": total})
-            if live is not None:
-                live.step = step
-                live.log_metric("valid/accuracy", acc)
-                live.make_summary()
-            if acc > state["best_accuracy"]:
-                state.update(best_accuracy=acc, best_step=step, bad_evals=0)
-                if main:
-                    tmp = paths.best.with_name("best.tmp")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True)
-                    (tmp / "best.json").write_text(json.dumps({"step": step, "valid_accuracy": acc}))
-                    paths.swap_in(tmp, paths.best)
-            else:
-                state["bad_evals"] += 1
-                if cfg.early_stop_patience and state["bad_evals"] >= cfg.early_stop_patience:
-                    state["stopped_early"] = True
-            bar.set_postfix(loss=f"{total:.3f}", valid=f"{acc:.3f}", best=f"{state['best_accuracy']:.3f}")
-        due = _save_due(cfg, step, evaluating, time.monotonic() - last_save)
-        if world > 1 and evaluating and not cfg.save_every:
-            # a time-based decision: every process must take the same one, or the save's barrier hangs
-            due = bool(accelerator.reduce(torch.tensor(float(due), device=accelerator.device), reduction="max"))
-        if step < cfg.max_steps and not state["stopped_early"] and due:
-            last_save = time.monotonic()
-            now = time.perf_counter()
-            state["train_seconds"] += now - t_seg
-            t_seg = now
-            _save_state(accelerator, paths, state)
-    bar.close()
-    state["train_seconds"] += time.perf_counter() - t_seg
-    accelerator.wait_for_everyone()
+def train_step(accelerator: Accelerator, model: torch.nn.Module, student: Student, micro_batches: list[Units],
+               optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> torch.Tensor:
+    """One optimizer step over some micro-batches; returns the summed loss (still on the device)."""
+    total = torch.zeros((), device=accelerator.device)
+    for i, units in enumerate(micro_batches):
+        # gradients are all-reduced once per optimizer step, on the last micro-batch
+        last = i == len(micro_batches) - 1
+        with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
+            losses = units_losses(model, student, [rows for rows, _ in units], accelerator.device)
+            loss = weighted_loss(losses, [weight for _, weight in units])
+            accelerator.backward(loss)
+        total += loss.detach()
+    if cfg.grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
 
-    summary = {
-        **(info or {}),
-        "method_config": asdict(method),
-        "student_config": student_cfg,
-        "train_config": asdict(cfg),
-        "seed": seed,
-        "n_train": stats.examples,
-        "n_used": stats.used,
-        "n_with_rationale": stats.with_rationale,
-        "dropped": stats.dropped,
-        "n_valid": len(valid_items),
-        "params": student.num_parameters(),
-        "params_m": round(student.num_parameters() / 1e6, 2),
-        "steps": state["step"],
-        "stopped_early": state["stopped_early"],
-        "best_step": state["best_step"],
-        "best_valid_accuracy": state["best_accuracy"],
-        "max_label_tokens": max_new_tokens,
-        "train_seconds": round(state["train_seconds"], 2),
-        "seconds_per_step": round(state["train_seconds"] / max(1, state["step"]), 4),
-        "resumed": resumed,
-        "history": state["history"],
-        "devices": world,
-        "mixed_precision": accelerator.mixed_precision,
-    }
-    if live is not None:
-        live.end()
-    if main:
-        with atomic_dir(out_dir) as tmp:
-            for f in paths.best.iterdir():
-                if f.name != "best.json":
-                    shutil.copy2(f, tmp / f.name)
-            student.tokenizer.save_pretrained(tmp)
-            (tmp / STUDENT_FILE).write_text(json.dumps({"kind": student.kind, **summary}, indent=2) + "\n")
-            if paths.live.exists():
-                shutil.copytree(paths.live, tmp / "training")
-        shutil.rmtree(paths.root, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return summary
+
+def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student, enc: EncodedCell,
+             method: MethodConfig, answer_type: str, cfg: TrainConfig) -> tuple[float, float]:
+    """Label-only validation accuracy (lenient rule), each process decoding its shard; and its seconds."""
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize()  # the seconds are the validation's, not the last step's queued work
+    start = time.perf_counter()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    shard = enc.valid[rank::world]
+    inner = Student(accelerator.unwrap_model(model), student.tokenizer, student.kind, student.eos_id)
+    with accelerator.autocast():
+        outputs = generate(inner, [s for s, _ in shard], max_new_tokens=enc.max_label_tokens,
+                           batch_size=cfg.eval_batch_size, max_source=cfg.max_input_tokens, device=accelerator.device)
+    result = score(answer_type, [label_from_output(method, o) for o in outputs], [g for _, g in shard])
+    counts = torch.tensor([result.correct, result.n], dtype=torch.float64, device=accelerator.device)
+    counts = accelerator.reduce(counts, reduction="sum")
+    return (float(counts[0] / counts[1]) if counts[1] else 0.0), time.perf_counter() - start
+
+
+class CurveLog:
+    """The training curve (dvclive, main process only) and the progress bar."""
+
+    def __init__(self, resume: Resume, resumed: bool, main: bool, cfg: TrainConfig, state: TrainState, name: str):
+        self.live = _open_live(resume.live, resumed) if main else None
+        self.bar = tqdm(total=cfg.max_steps, initial=state.step, desc=name, unit="step", disable=not main,
+                        dynamic_ncols=True)
+
+    def train(self, step: int, loss: float, lr: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.3f}")
+        if self.live is not None:
+            self.live.step = step
+            self.live.log_metric("train/loss", loss)
+            self.live.log_metric("train/lr", lr)
+
+    def valid(self, step: int, accuracy: float, state: TrainState) -> None:
+        self.bar.set_postfix(valid=f"{accuracy:.3f}", best=f"{state.best_accuracy:.3f}")
+        if self.live is not None:
+            self.live.step = step
+            self.live.log_metric("valid/accuracy", accuracy)
+            self.live.make_summary()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.live is not None:
+            self.live.end()
 
 
 def _open_live(path: Path, resume: bool):
@@ -374,38 +361,128 @@ def _open_live(path: Path, resume: bool):
     return Live(dir=str(path), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def _validate(accelerator: Accelerator, model: torch.nn.Module, student: Student, items: list[tuple[str, str]],
-              method: MethodConfig, task: str, max_new_tokens: int, cfg: TrainConfig) -> float:
-    """Label-only validation accuracy, each process decoding its shard."""
-    world, rank = accelerator.num_processes, accelerator.process_index
-    shard = items[rank::world]
-    inner = Student(accelerator.unwrap_model(model), student.tokenizer, student.kind, student.eos_id)
-    with accelerator.autocast():
-        outputs = generate(inner, [s for s, _ in shard], max_new_tokens=max_new_tokens, batch_size=cfg.eval_batch_size,
-                           max_source=cfg.max_input_tokens, device=accelerator.device)
-    correct = sum(is_correct(task, label_from_output(method, o), g) for o, (_, g) in zip(outputs, shard))
-    counts = torch.tensor([correct, len(shard)], dtype=torch.float64, device=accelerator.device)
-    counts = accelerator.reduce(counts, reduction="sum")
-    return float(counts[0] / counts[1]) if counts[1] else 0.0
+def record_eval(state: TrainState, accuracy: float, loss: float, cfg: TrainConfig) -> bool:
+    """Add a validation result to the state; returns whether it is the best so far."""
+    step = state.step
+    state.history.append({"step": step, "valid_accuracy": accuracy, "loss": loss})
+    if accuracy > state.best_accuracy:
+        state.best_accuracy, state.best_step, state.bad_evals = accuracy, step, 0
+        return True
+    state.bad_evals += 1
+    state.stopped_early = bool(cfg.early_stop_patience and state.bad_evals >= cfg.early_stop_patience)
+    return False
 
 
-def _save_due(cfg: TrainConfig, step: int, evaluating: bool, since_last: float) -> bool:
-    """Whether to write a resumable state now: every ``save_every`` steps, or (by default) at an
-    evaluation once ``save_every_minutes`` have passed, so short CPU cells spend no time on states."""
-    if cfg.save_every:
-        return step % cfg.save_every == 0
-    return evaluating and since_last >= 60.0 * cfg.save_every_minutes
+def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig, seed: int,
+                  out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
+                  hooks: TrainHooks | None = None) -> dict[str, Any]:
+    """Train one cell and write its best checkpoint (``save_pretrained`` + ``student.json``) to ``out_dir``.
 
-
-def _save_state(accelerator: Accelerator, paths: _State, state: dict[str, Any]) -> None:
-    """Write the full training state under a temporary name, then swap it in (a kill keeps the old one)."""
-    tmp = paths.ckpt.with_name("checkpoint.tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+    Returns what ``student.json`` records: sizes, the best validation accuracy and step, timings.
+    """
+    info, hooks, student_cfg = info or {}, hooks or TrainHooks(), StudentConfig.of(student_cfg)
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    set_seed(seed)
+    student = build_student(student_cfg)
+    enc = encode_cell(student, method, data, cfg)
+    optimizer = make_optimizer(student.model, cfg, student.new_parameters)
+    scheduler = lr_schedule(optimizer, cfg)
+    model, optimizer = accelerator.prepare(student.model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    resume = Resume(state_dir, content_hash([student_cfg, asdict(method), _resume_settings(cfg), seed, world,
+                                             enc.identity, code_fingerprint()]))
+    state, resumed = resume.start(accelerator)
+    log = CurveLog(resume, resumed, main, cfg, state, info.get("cell", "train"))
+    batches = BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state)
+    last_save, t_seg = time.monotonic(), time.perf_counter()
+    model.train()
+    while not state.done(cfg):
+        micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum)
+                         for _ in range(cfg.grad_accum)]
+        loss = train_step(accelerator, model, student, micro_batches, optimizer, scheduler, cfg)
+        state.step += 1
+        log.bar.update(1)
+        if hooks.on_step:
+            hooks.on_step(StepEvent(state.step, micro_batches))
+        evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+        if state.step % cfg.log_every == 0 or state.step == 1 or evaluating:
+            loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
+            log.train(state.step, loss_value, scheduler.get_last_lr()[0])
+        if evaluating:
+            acc, seconds = validate(accelerator, model, student, enc, method, data.answer_type, cfg)
+            if record_eval(state, acc, loss_value, cfg) and main:
+                resume.save_best(accelerator.unwrap_model(model), state.step, acc)
+            log.valid(state.step, acc, state)
+            if hooks.on_eval:
+                hooks.on_eval(EvalEvent(state.step, acc, seconds))
+        if not state.done(cfg) and resume.due(accelerator, cfg, state.step, evaluating, time.monotonic() - last_save):
+            now = time.perf_counter()
+            state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
+            resume.save(accelerator, state)
+    state.train_seconds += time.perf_counter() - t_seg
+    log.close()
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(state))  # written last: marks the state complete
-        paths.swap_in(tmp, paths.ckpt)
+    summary = _summary(info, student_cfg, method, cfg, seed, enc, student, state, resumed, accelerator)
+    if main:
+        export(out_dir, resume, student, summary)
+        shutil.rmtree(resume.root, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return summary
 
+
+def _resume_settings(cfg: TrainConfig) -> dict[str, Any]:
+    # Settings that do not change what training computes do not invalidate a saved state.
+    return {k: v for k, v in asdict(cfg).items() if k not in ("eval_batch_size", "log_every")}
+
+
+def _summary(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
+             enc: EncodedCell, student: Student, state: TrainState, resumed: bool, accelerator: Accelerator) -> dict[str, Any]:
+    """What ``student.json`` records about the cell's training."""
+    params = student.num_parameters()
+    return {
+        **info,
+        "method_config": asdict(method),
+        "student_config": student_cfg.as_dict(),
+        "train_config": asdict(cfg),
+        "seed": seed,
+        "n_train": enc.stats.examples,
+        "n_used": enc.stats.used,
+        "n_with_rationale": enc.stats.with_rationale,
+        "dropped": enc.stats.dropped,
+        "n_valid": len(enc.valid),
+        "params": params,
+        "params_m": round(params / 1e6, 2),
+        "steps": state.step,
+        "stopped_early": state.stopped_early,
+        "best_step": state.best_step,
+        "best_valid_accuracy": state.best_accuracy,
+        "max_label_tokens": enc.max_label_tokens,
+        "train_seconds": round(state.train_seconds, 2),
+        "seconds_per_step": round(state.train_seconds / max(1, state.step), 4),
+        "resumed": resumed,
+        "history": state.history,
+        "devices": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+
+
+def export(out_dir: str | Path, resume: Resume, student: Student, summary: dict[str, Any]) -> None:
+    """The cell's output: the best weights, the tokenizer, ``student.json`` and the training curve."""
+    with atomic_dir(out_dir) as tmp:
+        for f in resume.best.iterdir():
+            if f.name != "best.json":
+                shutil.copy2(f, tmp / f.name)
+        student.tokenizer.save_pretrained(tmp)
+        (tmp / STUDENT_FILE).write_text(json.dumps({"kind": student.kind, **summary}, indent=2) + "\n")
+        if resume.live.exists():
+            shutil.copytree(resume.live, tmp / "training")
+
+
+def train_cell(settings: Settings, cell: Cell, out_dir: str | Path, *, corpus_root: str | Path = "data/corpus",
+               splits_root: str | Path = "data/splits", state_root: str | Path = ".resume") -> dict[str, Any]:
+    """Train the cell's student on its training fraction, validating on the shared validation set."""
+    train, valid = training_records(cell, corpus_root, splits_root)
+    data = CellData(train, valid, get_spec(cell.dataset).answer_type)
+    return train_student(settings.student(cell.student), settings.method(cell.method), data, settings.train,
+                         cell.seed, out_dir, Path(state_root) / Path(out_dir), cell.info())

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..settings import TeacherConfig
 
 LIVE_TEACHERS = ("http", "local")
 
@@ -65,18 +68,18 @@ class Teacher(Protocol):
         ...
 
 
-def build_teacher(cfg: dict[str, Any]) -> Teacher:
-    """The live teacher named by ``cfg["name"]`` with its settings block ``cfg[name]``."""
-    name = cfg.get("name")
-    if name not in LIVE_TEACHERS:
-        raise ValueError(f"unknown live teacher {name!r}; known: palm, {', '.join(LIVE_TEACHERS)}")
-    settings = cfg.get(name) or {}
-    if not isinstance(settings, dict):
-        raise ValueError(f"params.yaml: teacher.{name} must be a mapping of settings")
-    if name == "http":
+def build_teacher(cfg: "TeacherConfig | dict[str, Any]") -> Teacher:
+    """The live teacher named by ``cfg.name``, with its settings block (``teacher.http`` or ``teacher.local``)."""
+    from ..settings import HttpSettings, LocalSettings, TeacherConfig, parse
+
+    cfg = TeacherConfig.of(cfg)
+    if cfg.name not in LIVE_TEACHERS:
+        raise ValueError(f"teacher.name: {cfg.name!r} is not a live teacher ({', '.join(LIVE_TEACHERS)})")
+    block = getattr(cfg, cfg.name)
+    if cfg.name == "http":
         from .http import HttpTeacher
 
-        return HttpTeacher.from_params(settings)
+        return HttpTeacher(parse(HttpSettings, block, "teacher.http"))
     from .local import LocalTeacher
 
-    return LocalTeacher.from_params(settings)
+    return LocalTeacher(parse(LocalSettings, block, "teacher.local"))

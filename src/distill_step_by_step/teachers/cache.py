@@ -18,7 +18,6 @@ lock keeps two runs from writing one cache.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -26,17 +25,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import DataError
+from ..jsonio import content_hash
 
 
 def teacher_hash(identity: dict[str, Any]) -> str:
     """A short stable hash of a teacher's identity."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(identity)
 
 
 def cache_key(identity: dict[str, Any], stop: list[str], split: str, example_id: str, prompt: str) -> str:
     """The key of one completion: everything that decides what the teacher writes for this example."""
-    blob = json.dumps([identity, stop, split, example_id, prompt], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return content_hash([identity, stop, split, example_id, prompt], length=64)
 
 
 class AnnotationCache:

@@ -19,57 +19,23 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ..settings import HttpSettings
 from . import Reply, Request
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})  # and every 5xx but 501/505 (see _retryable)
 FATAL_STATUS = frozenset({401, 403, 404})
-ENDPOINTS = ("completions", "chat")
 
 
 class FatalTeacherError(RuntimeError):
     """The server refuses every request (bad key, unknown model or URL): retrying cannot help."""
-
-
-@dataclass
-class HttpSettings:
-    base_url: str
-    model: str | None = None
-    api_key_env: str | None = None
-    endpoint: str = "completions"
-    system: str | None = None
-    temperature: float = 0.0
-    top_p: float | None = None
-    max_tokens: int = 128
-    seed: int | None = None
-    concurrency: int = 4
-    timeout: float = 120.0
-    retries: int = 5
-    backoff: float = 1.0
-    backoff_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.base_url or not str(self.base_url).startswith(("http://", "https://")):
-            raise ValueError(f"teacher.http.base_url must be an http(s) URL, got {self.base_url!r}")
-        if self.endpoint not in ENDPOINTS:
-            raise ValueError(f"teacher.http.endpoint must be one of {ENDPOINTS}, got {self.endpoint!r}")
-        if int(self.concurrency) < 1 or int(self.retries) < 0 or int(self.max_tokens) < 1:
-            raise ValueError("teacher.http: concurrency >= 1, retries >= 0 and max_tokens >= 1 are required")
-        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(self.api_key_env)):
-            # Never echo the value: whoever put a key here has just leaked it into params.yaml.
-            raise ValueError("teacher.http.api_key_env must be the NAME of an environment variable (e.g. "
-                             "OPENAI_API_KEY), not the key itself")
-        if float(self.timeout) <= 0:
-            raise ValueError("teacher.http.timeout must be positive (seconds)")
 
 
 class HttpTeacher:
@@ -88,16 +54,6 @@ class HttpTeacher:
             limits=httpx.Limits(max_connections=int(settings.concurrency)),
         )
         self._stop = threading.Event()
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "HttpTeacher":
-        known = set(HttpSettings.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"teacher.http: unknown setting(s) {unknown}; known: {sorted(known)}")
-        if "base_url" not in params:
-            raise ValueError("teacher.http.base_url is required (e.g. http://127.0.0.1:8000/v1)")
-        return cls(HttpSettings(**params))
 
     def identity(self) -> dict[str, Any]:
         s = self.s

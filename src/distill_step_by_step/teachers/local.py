@@ -15,26 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..settings import LocalSettings
 from . import Reply, Request
-
-
-@dataclass
-class LocalSettings:
-    model: str
-    gguf_file: str | None = None
-    chat: bool = False
-    batch_size: int = 4
-    max_new_tokens: int = 128
-    threads: int | None = None
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if int(self.batch_size) < 1 or int(self.max_new_tokens) < 1:
-            raise ValueError("teacher.local: batch_size >= 1 and max_new_tokens >= 1 are required")
 
 
 class LocalTeacher:
@@ -46,16 +31,6 @@ class LocalTeacher:
         self.s = settings
         self._student = None
         self._threads_before: int | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "LocalTeacher":
-        known = set(LocalSettings.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"teacher.local: unknown setting(s) {unknown}; known: {sorted(known)}")
-        if not params.get("model"):
-            raise ValueError("teacher.local.model is required (a hub name, a folder or package:<module>)")
-        return cls(LocalSettings(**params))
 
     def identity(self) -> dict[str, Any]:
         s = self.s

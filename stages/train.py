@@ -1,4 +1,4 @@
-"""DVC stage `distill@<cell>`: train one student for one (dataset, method, student, fraction, seed).
+"""DVC stage `train@<cell>`: train one student for one (dataset, method, student, fraction, seed).
 
 Starting it again after an interruption resumes from the last saved state (kept under .resume/).
 """
@@ -7,10 +7,12 @@ import argparse
 
 from distill_step_by_step.gpu import claim_gpu
 
-claim_gpu()  # before torch is imported: pick this job's GPU from DSS_GPUS, if set
+claim_gpu()  # before torch is imported: pick this job's GPU slot from DSS_GPUS, if set
 
-from distill_step_by_step.cell import train_cell  # noqa: E402
-from distill_step_by_step.params import load_params
+from distill_step_by_step.cell import Cell  # noqa: E402
+from distill_step_by_step.errors import run_stage  # noqa: E402
+from distill_step_by_step.settings import load_settings  # noqa: E402
+from distill_step_by_step.training import train_cell  # noqa: E402
 
 
 def main() -> None:
@@ -23,11 +25,11 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="checkpoint directory (save_pretrained + student.json)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    summary = train_cell(load_params(args.params), args.dataset, args.method, args.student, args.fraction,
-                         args.seed, args.out)
-    print(f"{summary['cell']}: best valid accuracy {summary['best_valid_accuracy']:.4f} at step "
+    cell = Cell(args.dataset, args.method, args.student, args.fraction, args.seed)
+    summary = train_cell(load_settings(args.params), cell, args.out)
+    print(f"{cell.name}: best valid accuracy {summary['best_valid_accuracy']:.4f} at step "
           f"{summary['best_step']}, {summary['params_m']}M params, {summary['seconds_per_step']}s/step")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "train")

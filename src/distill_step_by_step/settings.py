@@ -1,0 +1,435 @@
+"""Every setting of ``params.yaml``, declared once and checked in one place when a stage starts.
+
+Each group is a dataclass whose fields carry their allowed range (:func:`setting`). :func:`load_settings`
+reads the file and parses every group: an unknown key (``methods.step_by_step.alhpa``), a value of the
+wrong type or one out of range (``train.lr: -1e-4``, ``split.pool_size: 0``), and grid entries that name
+no dataset, method or student stop the stage with a :class:`SettingsError` naming the key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .datasets import DATASETS
+from .errors import DataError
+
+METHODS = ("finetune", "distill", "step_by_step", "single_task")
+STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
+TEACHERS = ("palm", "http", "local")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+# What each method lets you set (finetune and distill have fixed label sources).
+METHOD_KEYS = {"finetune": (), "distill": (), "step_by_step": ("alpha", "labels"), "single_task": ("labels",)}
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting that is unknown, of the wrong type or out of range; the message names its key path."""
+
+    def __init__(self, path: str, message: str, source: str = "params.yaml"):
+        super().__init__(f"{source}: {path}: {message}")
+        self.path, self.message = path, message
+
+
+def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its allowed range (``ge``/``gt``/``le``) or values (``choices``)."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("choices", choices)) if v is not None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----- the groups -----
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data``: where the authors' archive is and which datasets to prepare."""
+
+    source: str
+    datasets: list[str] = setting(choices=tuple(DATASETS))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """``teacher``: who writes the rationales (``palm`` = the recorded PaLM 540B completions)."""
+
+    name: str = setting("palm", choices=TEACHERS)
+    max_examples: int | None = setting(None, ge=1)
+    http: dict[str, Any] | None = None  # checked as HttpSettings (see check_teacher)
+    local: dict[str, Any] | None = None  # checked as LocalSettings
+
+    @classmethod
+    def of(cls, value: "TeacherConfig | dict[str, Any]") -> "TeacherConfig":
+        """A TeacherConfig from itself or from a ``teacher`` mapping (checked)."""
+        return value if isinstance(value, cls) else check_teacher(parse(cls, value, "teacher"))
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """``teacher.http``: any OpenAI-compatible server (see teachers/http.py)."""
+
+    base_url: str
+    model: str | None = None
+    api_key_env: str | None = None  # the NAME of the environment variable holding the key, never the key
+    endpoint: str = setting("completions", choices=("completions", "chat"))
+    system: str | None = None
+    temperature: float = setting(0.0, ge=0)
+    top_p: float | None = setting(None, gt=0, le=1)
+    max_tokens: int = setting(128, ge=1)
+    seed: int | None = None
+    concurrency: int = setting(4, ge=1)
+    timeout: float = setting(120.0, gt=0)  # seconds per request
+    retries: int = setting(5, ge=0)
+    backoff: float = setting(1.0, ge=0)
+    backoff_max: float = setting(30.0, ge=0)
+
+    def check(self, path: str) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise SettingsError(f"{path}.base_url", f"must be an http(s) URL, got {self.base_url!r}")
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            # Never echo the value: whoever put a key here has just leaked it into params.yaml.
+            raise SettingsError(f"{path}.api_key_env", "must be the NAME of an environment variable (e.g. "
+                                "OPENAI_API_KEY), not the key itself")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """``teacher.local``: a transformers causal LM on this machine (see teachers/local.py)."""
+
+    model: str
+    gguf_file: str | None = None
+    chat: bool = False
+    batch_size: int = setting(4, ge=1)
+    max_new_tokens: int = setting(128, ge=1)
+    threads: int | None = setting(None, ge=1)
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``split``: validation carved from the training pool, the pool cap, the test subsample."""
+
+    valid_size: float = setting(0.1, gt=0)  # < 1: fraction of the pool; >= 1: number of examples
+    valid_max: int | None = setting(None, ge=1)
+    valid_seed: int = setting(0, ge=0)
+    pool_size: int | None = setting(None, ge=1)
+    test_size: int | None = setting(None, ge=1)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """``grid``: the cells are every combination of these lists."""
+
+    datasets: list[str] = setting(choices=tuple(DATASETS))
+    methods: list[str] = setting(choices=METHODS)
+    students: list[str]
+    fractions: list[float] = setting(gt=0, le=1)
+    seeds: list[int] = setting(ge=0)
+
+    def cells(self) -> list[tuple[str, str, str, float, int]]:
+        """Every (dataset, method, student, fraction, seed) of the grid, in params order."""
+        return [(d, m, s, f, seed) for d in self.datasets for m in self.methods for s in self.students
+                for f in self.fractions for seed in self.seeds]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """``students.<name>``: a pretrained checkpoint (hub name, folder, ``package:``) or a config built in code."""
+
+    kind: str = setting("seq2seq", choices=STUDENT_KINDS)
+    pretrained: str | None = None
+    tokenizer: str | None = None
+    gguf_file: str | None = None
+    encoder_layers: int | None = setting(None, ge=1)  # encoder-decoder warm start: keep the first N layers
+    decoder_layers: int | None = setting(None, ge=1)
+    config: dict[str, Any] | None = None  # built in code: {model_type: t5, d_model: ...}
+    init_seed: int = setting(0, ge=0)
+
+    def check(self, path: str) -> None:
+        if not self.pretrained and not self.config:
+            raise SettingsError(path, "needs `pretrained` (a checkpoint) or `config` (a model built in code)")
+        if self.config is not None and "model_type" not in self.config:
+            raise SettingsError(f"{path}.config", "needs a model_type (e.g. t5)")
+        if not self.pretrained and not self.tokenizer:
+            raise SettingsError(path, "a model built in code needs a `tokenizer`")
+
+    @classmethod
+    def of(cls, value: "StudentConfig | dict[str, Any]") -> "StudentConfig":
+        """A StudentConfig from itself or from a ``students.<name>`` mapping (checked)."""
+        return value if isinstance(value, cls) else parse(cls, value, "student")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings that were given (what ``student.json`` records)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A method and its tunables (``methods.<name>``); loss = alpha * L_label + (1 - alpha) * L_rationale."""
+
+    name: str = setting(choices=METHODS)
+    alpha: float = setting(0.5, ge=0, le=1)
+    labels: str = setting("gold", choices=("gold", "teacher"))
+
+    @classmethod
+    def from_params(cls, name: str, raw: dict[str, Any] | None) -> "MethodConfig":
+        """``methods.<name>`` as a MethodConfig (finetune: gold labels; distill: teacher labels)."""
+        path = f"methods.{name}"
+        if name not in METHODS:
+            raise SettingsError(path, f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        raw = _mapping(raw, path)
+        allowed = METHOD_KEYS[name]
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; {name} takes "
+                                + (", ".join(allowed) if allowed else "no settings"))
+        fixed = {"finetune": {"labels": "gold"}, "distill": {"labels": "teacher"}}.get(name, {})
+        return parse(cls, {"name": name, **raw, **fixed}, path)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train`` (the authors' defaults: lr 5e-5, batch 64, 10k steps, inputs up to 1024 tokens)."""
+
+    lr: float = setting(5e-5, gt=0)
+    lr_new_params: float | None = setting(None, gt=0)  # freshly initialised weights (None: same as lr)
+    warmup_steps: int = setting(0, ge=0)
+    weight_decay: float = setting(0.0, ge=0)
+    batch_size: int = setting(64, ge=1)
+    grad_accum: int = setting(1, ge=1)
+    max_steps: int = setting(10000, ge=1)
+    grad_clip: float | None = setting(1.0, gt=0)
+    eval_every: int = setting(250, ge=1)
+    save_every: int | None = setting(None, ge=1)  # steps between resumable states; None: time-based
+    save_every_minutes: float = setting(5.0, gt=0)  # with save_every None: at an evaluation, this long after the last
+    early_stop_patience: int | None = setting(None, ge=1)  # evaluations without improvement before stopping
+    max_input_tokens: int = setting(1024, ge=8)
+    max_target_tokens: int = setting(256, ge=2)
+    eval_batch_size: int = setting(64, ge=1)
+    mixed_precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
+    log_every: int = setting(10, ge=1)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate``: test decoding."""
+
+    batch_size: int = setting(64, ge=1)
+    rationales: bool = False  # also generate rationales (step_by_step) into predictions.jsonl
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """``paths``: where a grid's committed results go (the GPU profile writes its own beside the default's)."""
+
+    results: str = "results"  # per-cell predictions and metrics.json
+    reports: str = "reports"  # baseline.json, corpus/ and splits/ summaries, results.csv/.md, plots/
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of ``params.yaml``."""
+
+    data: DataConfig
+    teacher: TeacherConfig
+    split: SplitConfig
+    grid: GridConfig
+    students: dict[str, StudentConfig]
+    methods: dict[str, MethodConfig]
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    paths: PathsConfig
+    launch: str = "python"  # how a training stage starts: python, or e.g. `accelerate launch --num_processes 8`
+
+    def student(self, name: str) -> StudentConfig:
+        return self.students[name]
+
+    def method(self, name: str) -> MethodConfig:
+        return self.methods.get(name) or MethodConfig.from_params(name, {})
+
+
+# ----- parsing -----
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    """Read and check ``params.yaml``; any problem raises an error naming the key."""
+    return parse_settings(read_params(path), str(path))
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The params file as a plain mapping (not checked: :func:`parse_settings` does that)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("params file not found", path=str(path))
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"not valid YAML ({exc})", path=str(path)) from None
+    if not isinstance(params, dict):
+        raise DataError("params file must be a mapping", path=str(path))
+    return params
+
+
+def parse_settings(params: dict[str, Any], source: str = "params.yaml") -> Settings:
+    """Check every group of a params mapping and the references between groups."""
+    try:
+        return _parse_settings(params)
+    except SettingsError as exc:
+        raise SettingsError(exc.path, exc.message, source) from None
+
+
+def _parse_settings(params: dict[str, Any]) -> Settings:
+    groups = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(params) - groups)
+    if unknown:
+        raise SettingsError(unknown[0], f"unknown settings group; known: {', '.join(sorted(groups))}")
+    for name in ("data", "grid", "students", "train"):
+        if name not in params:
+            raise SettingsError(name, "missing")
+    for i, f in enumerate(params["grid"].get("fractions") or [] if isinstance(params["grid"], dict) else []):
+        if isinstance(f, int) and not isinstance(f, bool):
+            # DVC names cells and manifests by the value as written; 1 and 1.0 would name different files
+            raise SettingsError(f"grid.fractions[{i}]", f"write fractions as decimals ({f}.0, not {f})")
+    students = {name: parse(StudentConfig, raw, f"students.{name}")
+                for name, raw in _mapping(params["students"], "students").items()}
+    methods = {name: MethodConfig.from_params(name, raw) for name, raw in _mapping(params.get("methods"), "methods").items()}
+    settings = Settings(
+        data=parse(DataConfig, params["data"], "data"),
+        teacher=check_teacher(parse(TeacherConfig, params.get("teacher"), "teacher")),
+        split=parse(SplitConfig, params.get("split"), "split"),
+        grid=parse(GridConfig, params["grid"], "grid"),
+        students=students,
+        methods=methods,
+        train=parse(TrainConfig, params["train"], "train"),
+        evaluate=parse(EvaluateConfig, params.get("evaluate"), "evaluate"),
+        paths=parse(PathsConfig, params.get("paths"), "paths"),
+        launch=_value(params.get("launch", "python"), str, "launch"),
+    )
+    _check_grid(settings)
+    return settings
+
+
+def check_teacher(teacher: TeacherConfig) -> TeacherConfig:
+    """Check the live teachers' settings blocks (whichever teacher is picked)."""
+    for name, cls in (("http", HttpSettings), ("local", LocalSettings)):
+        block = getattr(teacher, name)
+        if block is not None:
+            parse(cls, block, f"teacher.{name}")
+    if teacher.name != "palm" and getattr(teacher, teacher.name) is None:
+        raise SettingsError(f"teacher.{teacher.name}", f"missing: teacher.name is {teacher.name}")
+    return teacher
+
+
+def _check_grid(s: Settings) -> None:
+    for i, name in enumerate(s.grid.datasets):
+        if name not in s.data.datasets:
+            raise SettingsError(f"grid.datasets[{i}]", f"{name!r} is not prepared: add it to data.datasets "
+                                f"({', '.join(s.data.datasets)})")
+    for i, name in enumerate(s.grid.students):
+        if name not in s.students:
+            raise SettingsError(f"grid.students[{i}]", f"no student {name!r} under students "
+                                f"(known: {', '.join(s.students)})")
+    for key in ("datasets", "methods", "students", "fractions", "seeds"):
+        values = getattr(s.grid, key)
+        if not values:
+            raise SettingsError(f"grid.{key}", "must not be empty")
+        if len(set(values)) != len(values):
+            raise SettingsError(f"grid.{key}", f"repeats a value: {values}")
+
+
+def parse(cls: type[T], raw: Any, path: str) -> T:
+    """Build dataclass ``cls`` from a mapping: unknown keys, missing keys, types and ranges are errors."""
+    raw = _mapping(raw, path)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}"
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SettingsError(key, "missing")
+            continue
+        values[name] = _check_range(_value(raw[name], hints[name], key), f.metadata, key)
+    try:
+        obj = cls(**values)
+    except ValueError as exc:  # a dataclass's own cross-field check
+        raise SettingsError(path, str(exc)) from None
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def _mapping(raw: Any, path: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SettingsError(path, f"should be a mapping of settings, got {type(raw).__name__} {raw!r}")
+    return raw
+
+
+def _value(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against a type hint (int, float, str, bool, X | None, list[X], dict[str, Any])."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _value(value, next(a for a in args if a is not type(None)), key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SettingsError(key, f"should be a list, got {_show(value)}")
+        return [_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(key, f"should be a mapping, got {_show(value)}")
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no point) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(key, f"should be a finite number, got {value}")
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise SettingsError(key, f"should be {_type_name(hint)}, got {_show(value)}")
+    return value
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> Any:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(v, meta, f"{key}[{i}]")
+        return value
+    if value is None:
+        return value
+    if "choices" in meta and value not in meta["choices"]:
+        raise SettingsError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
+    for op, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                         ("le", lambda v, b: v <= b, "<=")):
+        if op in meta and not ok(value, meta[op]):
+            raise SettingsError(key, f"must be {word} {meta[op]:g}, got {value!r}")
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"
