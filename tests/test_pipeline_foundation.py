@@ -1,6 +1,8 @@
 """The foundation stages through real DVC in a throwaway git repository."""
 
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -16,6 +18,11 @@ def test_repro_baseline_then_nothing_to_do(project):
     assert set(baseline) == {"cqa", "svamp", "esnli", "anli1"}
     for name, res in baseline.items():
         assert 0.5 < res["accuracy"] < 0.95 and res["n"] > 0 and res["unparsed"] >= 0
+        assert set(res["rules"]) == {"lenient", "exact"}
+    # the full official test sets under the authors' rule: their figures (Hsieh et al., 2023)
+    full = {name: (res["full_test"]["exact_correct"], res["full_test"]["n"]) for name, res in baseline.items()}
+    assert full == {"cqa": (943, 1221), "svamp": (148, 200), "esnli": (7171, 9824), "anli1": (656, 1000)}
+    assert baseline["cqa"]["full_test"]["exact_accuracy"] == 0.7723 < baseline["cqa"]["full_test"]["accuracy"]
     corpus = json.loads((project / "reports" / "corpus" / "svamp.json").read_text())
     assert corpus["splits"]["train"]["rows"] == 800
     again = run(["dvc", "repro", "baseline"], project).stdout
@@ -31,6 +38,19 @@ def test_changed_source_is_noticed_and_bad_source_fails_cleanly(project, mirror)
     (project / "params.yaml").write_text(params.replace("../shared/datasets/dss-datasets.zip", str(bad)))
     status = run(["dvc", "status", "prepare"], project).stdout
     assert "changed deps" in status
-    proc = __import__("subprocess").run(["dvc", "repro", "prepare"], cwd=project, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", "repro", "prepare"], cwd=project, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "broken.zip: not a readable zip archive" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr  # a data error is one line, not a traceback
+
+
+def test_a_bad_setting_stops_a_stage_with_one_line_naming_the_key(project):
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("split:\n", "split:\n  pool_szie: 10\n", 1))
+    proc = subprocess.run(["dvc", "repro", "prepare"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "prepare: error: params.yaml: split.pool_szie: unknown setting" in err and "Traceback" not in err
+    proc = subprocess.run(["python", "stages/prepare.py", "--source", "x"], cwd=project, capture_output=True,
+                          text=True, env={**os.environ, "DSS_TRACEBACK": "1"})
+    assert "Traceback" in proc.stderr and "SettingsError" in proc.stderr  # the traceback on request

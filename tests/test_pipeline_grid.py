@@ -19,9 +19,10 @@ def ran(output: str) -> list[str]:
 def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke"], project).stdout
     stages = ran(first)
-    cells = [s for s in stages if s.startswith("distill@")]
+    cells = [s for s in stages if s.startswith("train@")]
     assert len(cells) == 12 and len([s for s in stages if s.startswith("evaluate@")]) == 12
     assert {"prepare", "annotate@anli1", "split@anli1", "baseline", "report"} <= set(stages)
+    assert "train@anli1-finetune-tiny-t5-0.5-0" in stages
 
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     students = [r for r in rows if r["method"] != "teacher"]
@@ -46,7 +47,7 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     # alpha is a parameter of step_by_step only: exactly its cells (and the report) rerun
     changed = run(["dvc", "exp", "run", "-S", "methods.step_by_step.alpha=0.3"], project).stdout
     rerun = ran(changed)
-    assert sorted(s.split("@")[0] for s in rerun) == ["distill"] * 4 + ["evaluate"] * 4 + ["report"]
+    assert sorted(s.split("@")[0] for s in rerun) == ["train"] * 4 + ["evaluate"] * 4 + ["report"]
     assert all("step_by_step" in s for s in rerun if "@" in s)
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len([r for r in rows if r["method"] != "teacher"]) == 12
@@ -56,7 +57,7 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     # a new fraction adds its cells and reruns no existing one
     more = ran(run(["dvc", "exp", "run", "-S", "grid.fractions=[0.25,0.5,1.0]", "-S", "grid.methods=[finetune]",
                     "-S", "grid.seeds=[0]"], project).stdout)
-    assert sorted(more) == sorted(["split@anli1", "distill@anli1-finetune-tiny-t5-0.25-0",
+    assert sorted(more) == sorted(["split@anli1", "train@anli1-finetune-tiny-t5-0.25-0",
                                    "evaluate@anli1-finetune-tiny-t5-0.25-0", "report"])
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len([r for r in rows if r["method"] != "teacher"]) == 3

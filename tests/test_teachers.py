@@ -388,6 +388,7 @@ def test_transformers_serve_end_to_end_through_dvc_with_a_killed_server(smol_fol
     project = copy_project(tmp_path)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["datasets"] = ["svamp"]
+    params["grid"]["datasets"] = ["svamp"]  # the grid may only name prepared datasets
     params["teacher"] = {"name": "http", "max_examples": 2, "http": {
         "base_url": "", "model": str(smol_folder), "api_key_env": "DSS_E2E_TEACHER_KEY", "endpoint": "completions",
         "temperature": 0.0, "max_tokens": 48, "concurrency": 1, "timeout": 120, "retries": 2, "backoff": 0.5,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .datasets import get_spec
 from .errors import StageError
 from .jsonio import atomic_dir, read_jsonl, write_jsonl
 from .settings import TeacherConfig
-from .teachers import Request, Teacher, build_teacher
+from .teachers import Reply, Request, Teacher, build_teacher
 from .teachers.cache import AnnotationCache, cache_key, teacher_hash
 from .teachers.prompting import prompt_template, render, stop_strings
 
@@ -74,6 +75,93 @@ def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Pat
     return summary
 
 
+@dataclass
+class _Plan:
+    """Every example of a dataset with its prompt and cache key (what a live run must have completed)."""
+
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # split -> prepared rows
+    keys: dict[str, list[str]] = field(default_factory=dict)  # split -> cache key per row
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (split, id)
+    prompts: dict[str, str] = field(default_factory=dict)  # key -> prompt
+
+
+def _plan(teacher: Teacher, prepared_dir: str | Path, dataset: str, max_examples: int | None) -> _Plan:
+    template, stop, ident = prompt_template(dataset), stop_strings(dataset), teacher.identity()
+    plan = _Plan()
+    for split in splits_of(dataset):
+        rows = read_jsonl(Path(prepared_dir) / dataset / f"{split}.jsonl")[:max_examples]
+        plan.examples[split], plan.keys[split] = rows, []
+        for ex in rows:
+            prompt = render(template, ex)
+            key = cache_key(ident, stop, split, ex["id"], prompt)
+            plan.keys[split].append(key)
+            plan.where[key], plan.prompts[key] = (split, ex["id"]), prompt
+    return plan
+
+
+@dataclass
+class _Run:
+    """What one live run did: counts for the summary, and what failed."""
+
+    stats: dict[str, Any]
+    errors: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (example id, error)
+    answered: set[str] = field(default_factory=set)
+
+    def record(self, reply: Reply, cache: AnnotationCache, row: dict[str, Any]) -> None:
+        """Persist a completion at once (or count its failure)."""
+        self.answered.add(reply.key)
+        self.stats["retries"] += max(0, reply.attempts - 1)
+        if reply.ok:
+            cache.add(reply.key, {**row, "completion": reply.text, "prompt_tokens": reply.prompt_tokens,
+                                  "completion_tokens": reply.completion_tokens, "seconds": round(reply.seconds, 3),
+                                  "attempts": reply.attempts})
+            self.stats["completed"] += 1
+            self.stats["prompt_tokens"] += reply.prompt_tokens or 0
+            self.stats["completion_tokens"] += reply.completion_tokens or 0
+        else:
+            self.stats["failed"] += 1
+            self.failed.append((row["id"], str(reply.error)))
+            self.errors[str(reply.error).split(":")[0]] += 1
+
+
+def _ask(teacher: Teacher, plan: _Plan, cache: AnnotationCache, dataset: str) -> tuple[_Run, list[Request]]:
+    """Request every completion the cache lacks, persisting each as it arrives."""
+    todo = [Request(k, plan.prompts[k]) for k in plan.where if cache.get(k) is None]
+    hits = len(plan.where) - len(todo)
+    run = _Run({"examples": len(plan.where), "cache_hits": hits, "requested": len(todo), "completed": 0, "failed": 0,
+                "retries": 0, "prompt_tokens": 0, "completion_tokens": 0})
+    thash = teacher_hash(teacher.identity())
+    bar = tqdm(total=len(plan.where), initial=hits, desc=f"annotate {dataset} ({teacher.name})", unit="ex", mininterval=1.0)
+    try:
+        for reply in teacher.generate(todo, stop_strings(dataset)):
+            if reply.key not in plan.where or reply.key in run.answered:
+                continue
+            split, ex_id = plan.where[reply.key]
+            run.record(reply, cache, {"dataset": dataset, "split": split, "id": ex_id, "teacher": thash})
+            bar.update(1)
+            bar.set_postfix(failed=run.stats["failed"], retries=run.stats["retries"], refresh=False)
+    finally:
+        bar.close()
+    return run, todo
+
+
+def _write_corpus(plan: _Plan, cache: AnnotationCache, dataset: str, out_dir: str | Path) -> dict[str, Any]:
+    """Parse every cached completion into the corpus; per-split statistics."""
+    splits: dict[str, Any] = {}
+    with atomic_dir(out_dir) as tmp:
+        for split, rows in plan.examples.items():
+            cached = [cache.get(k) for k in plan.keys[split]]
+            records = [corpus_record(ex, str(c["completion"]).lstrip(), dataset) for ex, c in zip(rows, cached)]
+            write_jsonl(tmp / f"{split}.jsonl", records)
+            stats = summarise(records, get_spec(dataset).answer_type)
+            stats["prompt_tokens"] = sum(c.get("prompt_tokens") or 0 for c in cached)
+            stats["completion_tokens"] = sum(c.get("completion_tokens") or 0 for c in cached)
+            stats["teacher_seconds"] = round(sum(c.get("seconds") or 0.0 for c in cached), 2)
+            splits[split] = stats
+    return splits
+
+
 def annotate_live(teacher: Teacher, prepared_dir: str | Path, dataset: str, out_dir: str | Path,
                   cache_path: str | Path, max_examples: int | None = None) -> dict[str, Any]:
     """Annotate every split of ``dataset`` with a live teacher, resuming from (and appending to) the cache.
@@ -81,81 +169,22 @@ def annotate_live(teacher: Teacher, prepared_dir: str | Path, dataset: str, out_
     Raises :class:`AnnotationIncomplete` (after persisting every completion that arrived) when some
     requests failed; the corpus is written only when every example has its completion.
     """
-    spec = get_spec(dataset)
-    template, stop = prompt_template(dataset), stop_strings(dataset)
-    ident = teacher.identity()
-    thash = teacher_hash(ident)
-    examples: dict[str, list[dict[str, Any]]] = {}
-    keys: dict[str, list[str]] = {}
-    where: dict[str, tuple[str, str]] = {}  # key -> (split, id)
-    prompts: dict[str, str] = {}
-    for split in splits_of(dataset):
-        rows = read_jsonl(Path(prepared_dir) / dataset / f"{split}.jsonl")[:max_examples]
-        examples[split], keys[split] = rows, []
-        for ex in rows:
-            prompt = render(template, ex)
-            key = cache_key(ident, stop, split, ex["id"], prompt)
-            keys[split].append(key)
-            where[key], prompts[key] = (split, ex["id"]), prompt
-
+    plan = _plan(teacher, prepared_dir, dataset, max_examples)
     started = time.monotonic()
     with AnnotationCache(cache_path) as cache:
-        todo = [Request(k, prompts[k]) for k in where if cache.get(k) is None]
-        hits = len(where) - len(todo)
-        run: dict[str, Any] = {"examples": len(where), "cache_hits": hits, "requested": len(todo), "completed": 0,
-                               "failed": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        errors: Counter[str] = Counter()
-        failed: list[tuple[str, str]] = []
-        answered: set[str] = set()
-        bar = tqdm(total=len(where), initial=hits, desc=f"annotate {dataset} ({teacher.name})", unit="ex",
-                   mininterval=1.0)
-        try:
-            for reply in teacher.generate(todo, stop):
-                if reply.key not in where or reply.key in answered:
-                    continue
-                answered.add(reply.key)
-                split, ex_id = where[reply.key]
-                run["retries"] += max(0, reply.attempts - 1)
-                if reply.ok:
-                    cache.add(reply.key, {
-                        "dataset": dataset, "split": split, "id": ex_id, "teacher": thash,
-                        "completion": reply.text, "prompt_tokens": reply.prompt_tokens,
-                        "completion_tokens": reply.completion_tokens, "seconds": round(reply.seconds, 3),
-                        "attempts": reply.attempts,
-                    })
-                    run["completed"] += 1
-                    run["prompt_tokens"] += reply.prompt_tokens or 0
-                    run["completion_tokens"] += reply.completion_tokens or 0
-                else:
-                    run["failed"] += 1
-                    failed.append((ex_id, str(reply.error)))
-                    errors[str(reply.error).split(":")[0]] += 1
-                bar.update(1)
-                bar.set_postfix(failed=run["failed"], retries=run["retries"], refresh=False)
-        finally:
-            bar.close()
-        missing = [where[r.key][1] for r in todo if r.key not in answered]
-        run["seconds"] = round(time.monotonic() - started, 2)
-        if failed or missing:
-            raise AnnotationIncomplete(_incomplete_message(dataset, run, failed, missing, errors, cache.path))
-
-        summary: dict[str, Any] = {"dataset": dataset, "teacher": teacher.name, "teacher_settings": ident,
-                                   "teacher_hash": thash, "splits": {}}
-        with atomic_dir(out_dir) as tmp:
-            for split, rows in examples.items():
-                cached = [cache.get(k) for k in keys[split]]
-                records = [corpus_record(ex, str(c["completion"]).lstrip(), dataset) for ex, c in zip(rows, cached)]
-                write_jsonl(tmp / f"{split}.jsonl", records)
-                stats = summarise(records, spec.answer_type)
-                stats["prompt_tokens"] = sum(c.get("prompt_tokens") or 0 for c in cached)
-                stats["completion_tokens"] = sum(c.get("completion_tokens") or 0 for c in cached)
-                stats["teacher_seconds"] = round(sum(c.get("seconds") or 0.0 for c in cached), 2)
-                summary["splits"][split] = stats
-    summary["run"] = run
+        run, todo = _ask(teacher, plan, cache, dataset)
+        missing = [plan.where[r.key][1] for r in todo if r.key not in run.answered]
+        run.stats["seconds"] = round(time.monotonic() - started, 2)
+        if run.failed or missing:
+            raise AnnotationIncomplete(_incomplete_message(dataset, run.stats, run.failed, missing, run.errors, cache.path))
+        splits = _write_corpus(plan, cache, dataset, out_dir)
+    ident = teacher.identity()
+    summary: dict[str, Any] = {"dataset": dataset, "teacher": teacher.name, "teacher_settings": ident,
+                               "teacher_hash": teacher_hash(ident), "splits": splits, "run": run.stats}
     if max_examples is not None:
         summary["max_examples"] = max_examples
-    if spec.pool_note:
-        summary["note"] = spec.pool_note
+    if note := get_spec(dataset).pool_note:
+        summary["note"] = note
     return summary
 
 

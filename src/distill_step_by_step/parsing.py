@@ -10,6 +10,7 @@ label are exactly the authors'.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .datasets import NLI_LABELS
@@ -41,32 +42,38 @@ def _split_once(text: str, marker: str) -> tuple[str, str] | str:
     return parts[0], parts[1]
 
 
-def parse_choice(text: str) -> Parsed:
-    """CQA: ``<rationale> So the answer is (c) wooded area.`` then ``\\n\\nQ: ...``."""
-    head = text.split("Q:")[0].rstrip()
-    split = _split_once(head, "So the answer is")
+def _marked(text: str, next_exemplar: str, marker: str, read_label: Callable[[str], str | Parsed],
+            allowed: tuple[str, ...] | None = None) -> Parsed:
+    """Cut the run-on at the next exemplar, split once at the answer marker, read the label after it."""
+    split = _split_once(text.split(next_exemplar)[0].rstrip(), marker)
     if isinstance(split, str):
         return _fail(split)
     rationale, tail = split
+    label = read_label(tail)
+    return label if isinstance(label, Parsed) else _checked(rationale.rstrip(), label, allowed)
+
+
+def _choice_label(tail: str) -> str | Parsed:
     pieces = re.split(r"\(.\)", tail)
     if len(pieces) < 2:
         return _fail("no choice letter: expected '(x)' after the marker")
     label = pieces[1].strip()
-    label = label[:-1] if label.endswith(".") else label
-    return _checked(rationale.rstrip(), label)
+    return label[:-1] if label.endswith(".") else label
+
+
+def _equation_label(tail: str) -> str | Parsed:
+    m = re.search(r"\(.*\)", tail)
+    return _fail("no equation: expected '(...)' after the marker") if m is None else m.group(0)
+
+
+def parse_choice(text: str) -> Parsed:
+    """CQA: ``<rationale> So the answer is (c) wooded area.`` then ``\\n\\nQ: ...``."""
+    return _marked(text, "Q:", "So the answer is", _choice_label)
 
 
 def parse_equation(text: str) -> Parsed:
     """SVAMP: ``<rationale> The answer is (10 * 45).`` then ``\\n\\nQ: ...``."""
-    head = text.split("Q:")[0].rstrip()
-    split = _split_once(head, "The answer is")
-    if isinstance(split, str):
-        return _fail(split)
-    rationale, tail = split
-    m = re.search(r"\(.*\)", tail)
-    if m is None:
-        return _fail("no equation: expected '(...)' after the marker")
-    return _checked(rationale.rstrip(), m.group(0))
+    return _marked(text, "Q:", "The answer is", _equation_label)
 
 
 def parse_esnli(text: str) -> Parsed:
@@ -80,12 +87,7 @@ def parse_esnli(text: str) -> Parsed:
 
 def parse_anli(text: str) -> Parsed:
     """ANLI: ``<rationale> So the answer is contradiction.`` then ``\\n\\nPremise: ...``."""
-    head = text.split("Premise:")[0].rstrip()
-    split = _split_once(head, "So the answer is")
-    if isinstance(split, str):
-        return _fail(split)
-    rationale, tail = split
-    return _checked(rationale.rstrip(), tail.lstrip()[:-1], NLI_LABELS)
+    return _marked(text, "Premise:", "So the answer is", lambda tail: tail.lstrip()[:-1], NLI_LABELS)
 
 
 def _checked(rationale: str, label: str, allowed: tuple[str, ...] | None = None) -> Parsed:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .params import load_params
+from .settings import parse_settings, read_params
 
 PROFILE_DIR = Path("profiles")
 
@@ -28,6 +28,16 @@ def load_profile(name: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))) if PROFILE_DIR.is_dir() else "none"
         raise SystemExit(f"no profile {name!r} ({path} not found; known: {known})")
     return yaml.safe_load(path.read_text()) or {}
+
+
+def apply_profile(params: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the profile's values merged in (mappings merged key by key, anything else replaced):
+    what ``dvc exp run`` with the profile's overrides makes of params.yaml."""
+    out = dict(params)
+    for key, value in profile.items():
+        base = out.get(key)
+        out[key] = apply_profile(base, value) if isinstance(value, dict) and isinstance(base, dict) else value
+    return out
 
 
 def _value(v: Any) -> str:
@@ -71,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("profile", help="name in profiles/ (smoke, paper) or a path to a YAML file")
     ap.add_argument("--params", default="params.yaml")
     args, extra = ap.parse_known_args(argv)
-    sets = overrides(load_profile(args.profile), load_params(args.params))
+    params, profile = read_params(args.params), load_profile(args.profile)
+    parse_settings(apply_profile(params, profile), f"{args.params} with profile {args.profile}")  # fail before DVC runs
+    sets = overrides(profile, params)
     if args.action == "show":
         print("\n".join(sets))
         return

@@ -1,0 +1,59 @@
+"""Every stage depends on the package modules its script imports, so a code change re-runs what it affects
+(and only that); and dvc.yaml spells a cell's paths as ``cell.Cell`` does."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_step_by_step.cell import Cell
+from stage_deps import closure
+
+from conftest import REPO
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _script(cmd: str) -> Path:
+    return REPO / next(word for word in cmd.split() if word.startswith("stages/") and word.endswith(".py"))
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_stage_depends_on_every_module_its_script_imports(name):
+    stage = STAGES[name]
+    body = stage.get("do", stage)
+    deps = {d for d in body["deps"] if d.startswith("src/")}
+    script = _script(body["cmd"])
+    needed = {p.relative_to(REPO).as_posix() for p in closure(script, REPO / "src")}
+    assert script.relative_to(REPO).as_posix() in body["deps"]
+    assert not needed - deps, f"{name}: missing deps {sorted(needed - deps)}"
+    # and nothing it does not import, which would re-run it for nothing (prompt files are data, not code)
+    assert not {d for d in deps if d.endswith(".py")} - needed, f"{name}: needless deps"
+
+
+def test_the_import_closure_follows_lazy_and_relative_imports(tmp_path):
+    pkg = tmp_path / "distill_step_by_step"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from .. import leaf\n")
+    (pkg / "leaf.py").write_text("import json\n")
+    (pkg / "lazy.py").write_text("def f():\n    from .sub import x\n")
+    script = tmp_path / "stage.py"
+    script.write_text("from distill_step_by_step.lazy import f\n")
+    names = {p.relative_to(tmp_path).as_posix() for p in closure(script, tmp_path)}
+    assert names == {"distill_step_by_step/__init__.py", "distill_step_by_step/lazy.py",
+                     "distill_step_by_step/sub/__init__.py", "distill_step_by_step/leaf.py"}
+
+
+def test_dvc_yaml_names_cell_paths_as_cell_does():
+    cell = Cell("esnli", "finetune", "minilm-l6", "0.25", 1)
+    item = {"item.dataset": "esnli", "item.method": "finetune", "item.student": "minilm-l6", "item.fraction": "0.25",
+            "item.seed": "1", "paths.results": "results"}
+
+    def render(text: str) -> str:
+        for key, value in item.items():
+            text = text.replace("${" + key + "}", value)
+        return text
+
+    assert render(STAGES["train"]["outs"][0]) == cell.model_dir().as_posix()
+    assert render(STAGES["evaluate"]["outs"][0]) == (cell.results_dir() / "predictions.jsonl").as_posix()
