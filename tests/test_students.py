@@ -9,6 +9,7 @@ import torch
 
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.evaluation import evaluate_student
+from distill_step_by_step.predict import main as predict_main
 from distill_step_by_step.scoring import is_correct, is_exact
 from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.students import build_student, load_student, resolve_ref
@@ -105,6 +106,42 @@ def test_predict_command(trained_svamp):
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(out) == 2 and out[1]["id"] == "q2"
     assert all(set(o) >= {"input", "prediction", "rationale"} for o in out)
-    bad = subprocess.run([sys.executable, "-m", "distill_step_by_step.predict", str(trained_svamp)],
-                         input='{"input": "x"}\n{"input": broken\n', capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "<stdin>:2: malformed JSON" in bad.stderr
+
+
+def _predict(model, path, data: bytes | None, capsys) -> tuple[int, str, str]:
+    """distill-predict's main on an input file (None: a file that does not exist); (status, stdout, stderr)."""
+    if data is not None:
+        path.write_bytes(data)
+    status = predict_main([str(model), "--input", str(path)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_predict_answers_the_good_lines_and_names_each_bad_one(trained_svamp, tmp_path, capsys):
+    lines = [
+        json.dumps({"id": "ok1", "input": "Tom has 3 apples and buys 4 more. How many apples?"}),
+        '{"input": broken',
+        json.dumps({"premise": 5, "hypothesis": None}),
+        json.dumps({"question": "Where?", "choices": ["a", "b", "c", "d", "e", "f"]}),
+        json.dumps({"input": ["a list"]}),
+        "",
+        "Ann had 9 pens and gave away 2. How many are left?",
+    ]
+    status, out, err = _predict(trained_svamp, tmp_path / "input.txt", ("\n".join(lines) + "\n").encode() + b"\xff\xfe\x00bin\n", capsys)
+    assert status == 1 and "Traceback" not in err, err
+    answers = [json.loads(line) for line in out.splitlines()]
+    assert [a.get("id") for a in answers] == ["ok1", None] and answers[1]["input"].startswith("Ann had 9 pens")
+    where = tmp_path / "input.txt"
+    for expected in (f"{where}:2: malformed JSON", f"{where}:3: field 'premise' should be a string",
+                     f"{where}:4: field 'choices' should be a list of 5 strings",
+                     f"{where}:5: field 'input' should be a string", f"{where}:8: not UTF-8 text", "5 of 7 input lines failed"):
+        assert expected in err, (expected, err)
+    assert len(err.strip().splitlines()) == 6  # one line per bad input, one summary
+
+
+def test_predict_fails_in_one_line_on_no_input_a_missing_file_or_no_model(trained_svamp, tmp_path, capsys):
+    for model, data, expected in ((trained_svamp, b"\n  \n", "blank.txt: no input lines"),
+                                  (trained_svamp, None, "missing.txt: cannot read the input"),
+                                  (tmp_path, b"x\n", "not a trained student")):
+        status, out, err = _predict(model, tmp_path / expected.split(":")[0], data, capsys)
+        assert status == 1 and out == "" and expected in err and len(err.splitlines()) == 1, err

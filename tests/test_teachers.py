@@ -307,6 +307,33 @@ def test_the_api_key_is_sent_but_never_written(fake, prepared, tmp_path, monkeyp
         build_teacher(cfg)
 
 
+def test_a_key_with_a_line_ending_is_stripped_and_one_with_a_control_character_is_refused_unseen(
+        fake, prepared, tmp_path, monkeypatch):
+    # read from a CRLF .env file: the header must carry the key without the "\r", and nothing may print it
+    monkeypatch.setenv("DSS_TEST_TEACHER_KEY", SECRET + "\r\n")
+    fake.script = lambda n, body, headers: ((200, {}, completion_json(GOOD["svamp"]))
+                                            if headers.get("Authorization") == f"Bearer {SECRET}" else (401, {}, "bad"))
+    cfg = http_cfg(fake.url, max_examples=1, api_key_env="DSS_TEST_TEACHER_KEY", retries=0, concurrency=1)
+    summary = annotate(prepared, "svamp", tmp_path / "corpus", cfg, tmp_path / "cache")
+    assert summary["run"]["completed"] == 2 and all(c["auth"] == f"Bearer {SECRET}" for c in fake.calls)
+    for bad_key in (SECRET[:10] + "\x01" + SECRET[10:], SECRET[:10] + " " + SECRET[10:], SECRET + "é"):
+        monkeypatch.setenv("DSS_TEST_TEACHER_KEY", bad_key)
+        with pytest.raises(ValueError, match=r"\$DSS_TEST_TEACHER_KEY holds a space, a control") as err:
+            build_teacher(cfg)
+        assert SECRET[:10] not in str(err.value) and SECRET[10:] not in str(err.value)
+
+
+def test_every_spelling_of_the_key_is_scrubbed_from_errors(monkeypatch):
+    from distill_step_by_step.settings import HttpSettings
+    from distill_step_by_step.teachers.http import HttpTeacher
+
+    monkeypatch.setenv("DSS_TEST_TEACHER_KEY", SECRET)
+    teacher = HttpTeacher(HttpSettings(base_url="http://127.0.0.1:9/v1", api_key_env="DSS_TEST_TEACHER_KEY"))
+    for text in (f"Illegal header value b'Bearer {SECRET}'", repr(f"Bearer {SECRET}"), repr(f"Bearer {SECRET}".encode())):
+        assert SECRET not in teacher.scrub(text) and "***" in teacher.scrub(text)
+    teacher.close()
+
+
 def test_a_refused_key_stops_the_run_and_reports_every_example(fake, prepared, tmp_path):
     fake.script = lambda n, body, headers: (401, {}, "invalid api key")
     with pytest.raises(AnnotationIncomplete, match="6 of 6 requests did not complete") as err:

@@ -6,6 +6,8 @@ Input (a file or stdin), one example per line, either plain text or a JSON objec
 * JSON: ``{"input": ...}``, ``{"premise": ..., "hypothesis": ...}`` or ``{"question": ..., "choices": [5]}``.
 
 Output: one JSON object per line on stdout: ``{"input", "prediction"[, "rationale"]}`` (plus ``id`` if given).
+A bad line (not UTF-8, malformed JSON, wrong field types, not five choices) gets a one-line error on
+stderr naming its line; every good line is still answered, and the exit status is 1 if any line failed.
 """
 
 from __future__ import annotations
@@ -13,40 +15,96 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 from .datasets import T5_EOS, cqa_input, get_spec
 from .errors import DataError
-from .evaluation import load_for_inference, predict
+
+CQA_CHOICES = 5
 
 
-def parse_line(line: str, task: str | None, where: str, lineno: int) -> dict[str, Any]:
-    """One input line as a record the student can read."""
-    text = line.rstrip("\n")
+@dataclass
+class Inputs:
+    """The records read from an input stream, with the line each came from, and the lines that were bad."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    errors: list[DataError] = field(default_factory=list)
+
+
+def _text_field(obj: dict[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} should be a string, got {type(value).__name__} {json.dumps(value)[:40]}")
+    return value
+
+
+def _from_json(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON line should be an object, got {type(obj).__name__}")
+    if "premise" in obj and "hypothesis" in obj:
+        premise, hypothesis = _text_field(obj, "premise"), _text_field(obj, "hypothesis")
+        return {**obj, "input": T5_EOS.join([premise, hypothesis])}
+    if "question" in obj and "choices" in obj:
+        choices = obj["choices"]
+        if not (isinstance(choices, list) and len(choices) == CQA_CHOICES and all(isinstance(c, str) for c in choices)):
+            raise ValueError(f"field 'choices' should be a list of {CQA_CHOICES} strings")
+        return {**obj, "input": cqa_input(_text_field(obj, "question"), choices)}
+    if "input" in obj:
+        return {**obj, "input": _text_field(obj, "input")}
+    raise ValueError("a JSON line needs 'input', 'premise'+'hypothesis' or 'question'+'choices'")
+
+
+def parse_line(text: str, task: str | None) -> dict[str, Any]:
+    """One input line (without its newline) as a record the student can read; ``ValueError`` says what is wrong."""
     if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON ({exc.msg})", path=where, line=lineno) from None
-        if "premise" in obj and "hypothesis" in obj:
-            return {**obj, "input": T5_EOS.join([obj["premise"], obj["hypothesis"]])}
-        if "question" in obj and "choices" in obj:
-            return {**obj, "input": cqa_input(obj["question"], list(obj["choices"]))}
-        if "input" in obj:
-            return obj
-        raise DataError("a JSON line needs 'input', 'premise'+'hypothesis' or 'question'+'choices'", path=where, line=lineno)
+            raise ValueError(f"malformed JSON ({exc.msg})") from None
+        return _from_json(obj)
+    if "\0" in text:
+        raise ValueError("binary data, not text")
     if task == "nli" and "\t" in text:
         premise, hypothesis = text.split("\t", 1)
         return {"premise": premise, "hypothesis": hypothesis, "input": T5_EOS.join([premise, hypothesis])}
     return {"input": text}
 
 
-def read_inputs(stream: TextIO, task: str | None, where: str) -> list[dict[str, Any]]:
-    """All non-empty lines of a stream as records."""
-    return [parse_line(line, task, where, i) for i, line in enumerate(stream, start=1) if line.strip()]
+def read_inputs(lines: Iterable[bytes], task: str | None, where: str) -> Inputs:
+    """Every non-blank line as a record; a bad line becomes an error naming it, and reading goes on."""
+    out = Inputs()
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+            if not text.strip():
+                continue
+            out.records.append(parse_line(text, task))
+            out.lines.append(lineno)
+        except UnicodeDecodeError:
+            out.errors.append(DataError("not UTF-8 text", path=where, line=lineno))
+        except ValueError as exc:
+            out.errors.append(DataError(str(exc), path=where, line=lineno))
+    return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def _open_input(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read the input ({exc.strerror})", path=path) from None
+
+
+def _fail(message: str) -> None:
+    print(f"distill-predict: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Answer every good input line on stdout; report each bad one on stderr. Returns the exit status."""
     ap = argparse.ArgumentParser(prog="distill-predict", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="a trained checkpoint directory (models/<dataset>/<method>/<student>/...)")
@@ -54,25 +112,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rationales", action="store_true", help="also generate the rationale (step_by_step students)")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
-    student, info, method = load_for_inference(args.model)
-    task = get_spec(info["dataset"]).task if info.get("dataset") else None
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+    from .evaluation import load_for_inference, predict  # torch: only once the arguments are fine
+
     try:
-        if args.input == "-":
-            records = read_inputs(sys.stdin, task, "<stdin>")
-        else:
-            with open(args.input, encoding="utf-8") as fh:
-                records = read_inputs(fh, task, args.input)
-    except DataError as exc:
-        raise SystemExit(f"distill-predict: {exc}") from None
-    rows = predict(student, info, method, records, batch_size=args.batch_size, rationales=args.rationales)
-    for rec, row in zip(records, rows):
+        stream = _open_input(args.input)
+        student, info, method = load_for_inference(args.model)
+    except (DataError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return 1
+    task = get_spec(info["dataset"]).task if info.get("dataset") else None
+    with stream:
+        inputs = read_inputs(stream, task, "<stdin>" if args.input == "-" else args.input)
+    for error in inputs.errors:
+        _fail(str(error))
+    if not inputs.records:
+        if not inputs.errors:
+            _fail(f"{'<stdin>' if args.input == '-' else args.input}: no input lines")
+        return 1
+    rows = predict(student, info, method, inputs.records, batch_size=args.batch_size, rationales=args.rationales)
+    for rec, row in zip(inputs.records, rows):
         out = {"input": rec["input"], "prediction": row["prediction"]}
         if rec.get("id") is not None:
             out = {"id": rec["id"], **out}
         if args.rationales:
             out["rationale"] = row.get("rationale")
         print(json.dumps(out, ensure_ascii=False))
+    if inputs.errors:
+        _fail(f"{len(inputs.errors)} of {len(inputs.errors) + len(inputs.records)} input lines failed (see above)")
+    return 1 if inputs.errors else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

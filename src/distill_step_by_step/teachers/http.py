@@ -46,6 +46,7 @@ class HttpTeacher:
     def __init__(self, settings: HttpSettings):
         self.s = settings
         self._key = _read_key(settings.api_key_env)
+        self._key_forms = _key_forms(self._key)
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         self._client = httpx.Client(
             base_url=settings.base_url.rstrip("/") + "/",
@@ -84,8 +85,11 @@ class HttpTeacher:
         body["prompt"] = prompt
         return "completions", body
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+    def scrub(self, text: str) -> str:
+        """``text`` with the API key, in any spelling of it, replaced by ``***``."""
+        for form in self._key_forms:
+            text = text.replace(form, "***")
+        return text
 
     def complete(self, request: Request, stop: list[str]) -> Reply:
         """One request with retries; never raises (except :class:`FatalTeacherError` on 401/403/404)."""
@@ -102,16 +106,16 @@ class HttpTeacher:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 if resp.status_code == 200:
-                    parsed = _read_completion(resp, self.s.endpoint, self._scrub)
+                    parsed = _read_completion(resp, self.s.endpoint, self.scrub)
                     if isinstance(parsed, tuple):
                         text, usage = parsed
                         return Reply(request.key, text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                      time.monotonic() - start, attempts)
                     error = f"malformed response: {parsed}"
                 else:
-                    error = f"HTTP {resp.status_code}: {_short(self._scrub(resp.text))}"
+                    error = f"HTTP {resp.status_code}: {_short(self.scrub(resp.text))}"
                     if resp.status_code in FATAL_STATUS:
-                        raise FatalTeacherError(self._scrub(f"{error} from {resp.request.url}"))
+                        raise FatalTeacherError(self.scrub(f"{error} from {resp.request.url}"))
                     if not _retryable(resp.status_code):
                         break
                     wait_s = _retry_after(resp)
@@ -119,7 +123,7 @@ class HttpTeacher:
                 delay = float(self.s.backoff) * 2 ** (attempts - 1)
                 delay = min(wait_s if wait_s is not None else delay, float(self.s.backoff_max))
                 self._stop.wait(delay * (1 + 0.1 * random.random()))
-        return Reply(request.key, seconds=time.monotonic() - start, attempts=attempts, error=self._scrub(error))
+        return Reply(request.key, seconds=time.monotonic() - start, attempts=attempts, error=self.scrub(error))
 
     # ----- many requests -----
 
@@ -158,12 +162,28 @@ class HttpTeacher:
 
 
 def _read_key(env_name: str | None) -> str | None:
+    """The key in the variable named ``env_name``, without the white space around it.
+
+    A key read from a CRLF ``.env`` file ends in ``\r``: the HTTP library would refuse that header and print
+    it, escaped, where scrubbing the exact text misses it. So outer white space is stripped, and a key that
+    still holds anything but printable ASCII is refused, naming the variable and never the value.
+    """
     if not env_name:
         return None
-    key = os.environ.get(str(env_name))
+    key = (os.environ.get(str(env_name)) or "").strip()
     if not key:
         raise ValueError(f"teacher.http.api_key_env names ${env_name}, which is not set in the environment")
+    if not all(0x21 <= ord(c) <= 0x7E for c in key):
+        raise ValueError(f"teacher.http.api_key_env: ${env_name} holds a space, a control or a non-ASCII character, "
+                         "which an HTTP header cannot carry; fix the variable (its value is not shown)")
     return key
+
+
+def _key_forms(key: str | None) -> tuple[str, ...]:
+    """Every way an error message may spell the key: as text, and as Python writes it in str and bytes reprs."""
+    if not key:
+        return ()
+    return tuple(sorted({key, repr(key)[1:-1], repr(key.encode())[2:-1]}, key=len, reverse=True))
 
 
 def _read_completion(resp: httpx.Response, endpoint: str, scrub) -> tuple[str, dict[str, Any]] | str:
