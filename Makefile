@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast bench smoke paper clean-venv
+.PHONY: setup run test test-fast bench smoke gpu paper clean-venv
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ clean-venv:
 
 smoke: setup
 	python -m distill_step_by_step.profiles run smoke
+
+# The GPU grid: 8 cells at a time sharing GPU 0 (DSS_GPUS / DSS_JOBS_PER_GPU / GPU_JOBS change that).
+gpu: setup
+	DSS_GPUS=$${DSS_GPUS:-0} DSS_JOBS_PER_GPU=$${DSS_JOBS_PER_GPU:-8} \
+	  python -m distill_step_by_step.profiles run gpu --jobs $${GPU_JOBS:-8}
 
 paper: setup
 	python -m distill_step_by_step.profiles run paper

@@ -23,6 +23,16 @@ def test_params_with_every_profile_applied_are_valid(params, profile):
     assert set(settings.grid.datasets) <= set(settings.data.datasets)
 
 
+def test_the_gpu_profile_is_the_papers_comparison_on_full_test_sets(params):
+    s = parse_settings(apply_profile(params, load_profile(str(REPO / PROFILE_DIR / "gpu.yaml"))))
+    assert set(s.grid.datasets) == {"cqa", "svamp", "esnli", "anli1"}
+    assert s.grid.methods == ["finetune", "distill", "step_by_step"]
+    assert [s.student(n).kind for n in s.grid.students] == ["causal", "causal"]  # SmolLM2-135M, Gemma-3-270M
+    assert s.grid.fractions == [0.125, 0.25, 0.5, 1.0] and s.grid.seeds == [0, 1, 2] and len(s.grid.cells()) == 288
+    assert s.split.test_size is None and s.split.pool_size is None  # the full official test sets, all the data
+    assert (s.paths.results, s.paths.reports) == ("results/gpu", "reports/gpu")  # beside the CPU demo's
+
+
 def test_the_committed_params_are_valid(params):
     settings = parse_settings(params)
     assert settings.method("step_by_step").alpha == params["methods"]["step_by_step"]["alpha"]
