@@ -15,16 +15,12 @@ from distill_step_by_step.settings import load_settings  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--method", required=True)
-    ap.add_argument("--student", required=True)
-    ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
-    ap.add_argument("--seed", type=int, required=True)
+    Cell.add_arguments(ap)
     ap.add_argument("--model", required=True, help="checkpoint directory written by the train stage")
     ap.add_argument("--out", required=True, help="results directory: predictions.jsonl, metrics.json")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    cell = Cell(args.dataset, args.method, args.student, args.fraction, args.seed)
+    cell = Cell.from_args(args)
     metrics = evaluate_cell(cell, load_settings(args.params).evaluate, args.model, args.out)
     print(json.dumps({k: v for k, v in metrics.items() if k != "cell"}))
 

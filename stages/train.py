@@ -17,15 +17,11 @@ from distill_step_by_step.training import train_cell  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--method", required=True)
-    ap.add_argument("--student", required=True)
-    ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
-    ap.add_argument("--seed", type=int, required=True)
+    Cell.add_arguments(ap)
     ap.add_argument("--out", required=True, help="checkpoint directory (save_pretrained + student.json)")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    cell = Cell(args.dataset, args.method, args.student, args.fraction, args.seed)
+    cell = Cell.from_args(args)
     summary = train_cell(load_settings(args.params), cell, args.out)
     print(f"{cell.name}: best valid accuracy {summary['best_valid_accuracy']:.4f} at step "
           f"{summary['best_step']}, {summary['params_m']}M params, {summary['seconds_per_step']}s/step")

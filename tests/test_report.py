@@ -48,3 +48,31 @@ def test_a_missing_cell_is_an_error(tmp_path):
     missing.unlink()
     with pytest.raises(DataError, match="f1.0-s1/metrics.json: missing metrics"):
         collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.7}}, "PaLM 540B")
+
+
+def _committed_grids():
+    """Each committed report with the profile that made it: the CPU demo (params.yaml) and, once run, the GPU grid."""
+    from conftest import REPO
+
+    grids = [("reports", None)]
+    if (REPO / "reports" / "gpu" / "results.csv").is_file():
+        grids.append(("reports/gpu", "gpu"))
+    return grids
+
+
+@pytest.mark.parametrize("reports,profile", _committed_grids())
+def test_the_committed_report_rebuilds_from_the_committed_per_cell_metrics(tmp_path, reports, profile):
+    from conftest import REPO
+    from distill_step_by_step.profiles import apply_profile, load_profile
+    from distill_step_by_step.report import build_report
+    from distill_step_by_step.settings import parse_settings, read_params
+
+    params = read_params(REPO / "params.yaml")
+    if profile:
+        params = apply_profile(params, load_profile(str(REPO / "profiles" / f"{profile}.yaml")))
+    settings = parse_settings(params)
+    assert settings.paths.reports == reports
+    build_report(settings, REPO / settings.paths.results, REPO / reports, tmp_path)
+    for name in ("results.csv", "results.md"):
+        assert (tmp_path / name).read_text() == (REPO / reports / name).read_text(), name
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in (REPO / reports / "plots").iterdir())

