@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast bench smoke gpu paper clean-venv
+.PHONY: setup run test test-fast bench bench-gpu smoke gpu paper clean-venv
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# On a machine with a GPU: the figures of bench/results/gpu.json (bench/README.md).
+bench-gpu: setup
+	$(BIN)/python bench/bench_gpu.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,13 +16,21 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
+def restored(output: str) -> list[str]:
+    return re.findall(r"Stage '([^']+)' is cached - skipping run", output)
+
+
 def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
-    first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke"], project).stdout
-    stages = ran(first)
-    cells = [s for s in stages if s.startswith("train@")]
-    assert len(cells) == 12 and len([s for s in stages if s.startswith("evaluate@")]) == 12
-    assert {"prepare", "annotate@anli1", "split@anli1", "baseline", "report"} <= set(stages)
-    assert "train@anli1-finetune-tiny-t5-0.5-0" in stages
+    # two cells at a time: one queued experiment per (dataset, method, student) slice, then the whole grid
+    # in the workspace, where every cell comes back from the run-cache instead of training again
+    first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke", "--jobs", "2"], project).stdout
+    assert "dvc queue start -j 2  (3 slices of the grid)" in first
+    queue = run(["dvc", "queue", "status"], project).stdout
+    assert queue.count("Success") == 3 and "Failed" not in queue
+    assert not [s for s in ran(first) if s.startswith(("train@", "evaluate@"))]
+    cells = [s for s in restored(first) if s.startswith("train@")]
+    assert len(cells) == 12 and len([s for s in restored(first) if s.startswith("evaluate@")]) == 12
+    assert "train@anli1-finetune-tiny-t5-0.5-0" in cells and "report" in ran(first)
 
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     students = [r for r in rows if r["method"] != "teacher"]

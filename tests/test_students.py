@@ -86,7 +86,7 @@ def trained_svamp(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("svamp") / "model"
     records = [r for r in read_corpus(corpus / "svamp", "train") if r["teacher_ok"]][:8]
     train_student(TINY, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "equation"),
-                  TrainConfig(**{**FEW, "max_steps": 4}), 0, out, out.parent / "state")
+                  TrainConfig(**{**FEW, "max_steps": 4}), 0, out, out.parent / "state", {"dataset": "svamp"})
     return out
 
 
@@ -115,6 +115,14 @@ def test_predict_command(trained_svamp):
     out = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(out) == 2 and out[1]["id"] == "q2"
     assert all(set(o) >= {"input", "prediction", "rationale"} for o in out)
+
+
+def test_predict_reads_nli_pairs_from_tab_separated_text():
+    from distill_step_by_step.predict import parse_line
+
+    assert parse_line("A man sings.\tSomeone sings.", "nli") == {
+        "premise": "A man sings.", "hypothesis": "Someone sings.", "input": "A man sings.</s>Someone sings."}
+    assert parse_line("A man sings.\tSomeone sings.", "equation") == {"input": "A man sings.\tSomeone sings."}
 
 
 def _predict(model, path, data: bytes | None, capsys) -> tuple[int, str, str]:

@@ -57,7 +57,7 @@ def _from_json(obj: Any) -> dict[str, Any]:
     raise ValueError("a JSON line needs 'input', 'premise'+'hypothesis' or 'question'+'choices'")
 
 
-def parse_line(text: str, task: str | None) -> dict[str, Any]:
+def parse_line(text: str, answer_type: str | None) -> dict[str, Any]:
     """One input line (without its newline) as a record the student can read; ``ValueError`` says what is wrong."""
     if text.lstrip().startswith("{"):
         try:
@@ -67,13 +67,13 @@ def parse_line(text: str, task: str | None) -> dict[str, Any]:
         return _from_json(obj)
     if "\0" in text:
         raise ValueError("binary data, not text")
-    if task == "nli" and "\t" in text:
+    if answer_type == "nli" and "\t" in text:
         premise, hypothesis = text.split("\t", 1)
         return {"premise": premise, "hypothesis": hypothesis, "input": T5_EOS.join([premise, hypothesis])}
     return {"input": text}
 
 
-def read_inputs(lines: Iterable[bytes], task: str | None, where: str) -> Inputs:
+def read_inputs(lines: Iterable[bytes], answer_type: str | None, where: str) -> Inputs:
     """Every non-blank line as a record; a bad line becomes an error naming it, and reading goes on."""
     out = Inputs()
     for lineno, raw in enumerate(lines, start=1):
@@ -81,7 +81,7 @@ def read_inputs(lines: Iterable[bytes], task: str | None, where: str) -> Inputs:
             text = raw.decode("utf-8").rstrip("\r\n")
             if not text.strip():
                 continue
-            out.records.append(parse_line(text, task))
+            out.records.append(parse_line(text, answer_type))
             out.lines.append(lineno)
         except UnicodeDecodeError:
             out.errors.append(DataError("not UTF-8 text", path=where, line=lineno))
@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError) as exc:
         _fail(str(exc))
         return 1
-    task = get_spec(info["dataset"]).task if info.get("dataset") else None
+    answer_type = get_spec(info["dataset"]).answer_type if info.get("dataset") else None
     with stream:
-        inputs = read_inputs(stream, task, "<stdin>" if args.input == "-" else args.input)
+        inputs = read_inputs(stream, answer_type, "<stdin>" if args.input == "-" else args.input)
     for error in inputs.errors:
         _fail(str(error))
     if not inputs.records:
