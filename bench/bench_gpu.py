@@ -213,7 +213,7 @@ def cells_per_hour(data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
 def from_other_benchmarks(a, work: Path) -> dict[str, Any]:
     """MFU (bench_train_step.py) and the cell ratio (bench_cell.py), run on this machine now."""
     figures: dict[str, Any] = {}
-    for name, extra in (("train_step", ["--batch-sizes", "64"] + (["--quick", "--mfu-on-cpu"] if a.smoke else [])),
+    for name, extra in (("train_step", ["--batch-sizes", "64"] + (["--quick"] if a.smoke else [])),
                         ("cell", ["--quick"] if a.smoke else [])):
         path = work / f"{name}.json"
         cmd = [sys.executable, str(benchlib.BENCH / f"bench_{name}.py"), "--json-out", str(path), *extra]
