@@ -4,8 +4,8 @@
 overrides in ``profiles/smoke.yaml`` (extra arguments, e.g. ``--queue``, go to ``dvc exp run``);
 ``show`` prints the overrides. ``params.yaml`` as committed is the embedded default profile.
 
-``run <profile> --jobs N`` runs the grid N cells at a time: it queues one DVC experiment per
-(dataset, method, student) slice of the grid, runs the queue with ``dvc queue start -j N`` (with
+``run <profile> --jobs N`` runs the grid N cells at a time: it runs the data stages once (a temporary
+experiment up to ``baseline``), queues one DVC experiment per (dataset, method, student) slice of the grid, runs the queue with ``dvc queue start -j N`` (with
 ``DSS_GPUS``/``DSS_JOBS_PER_GPU`` set, several of them share a GPU: see ``gpu.py``), then runs the whole
 profile in the workspace, where every cell a slice trained is restored from DVC's run-cache instead of
 trained again. A slice that failed stops the run before that last step; running the same command again
@@ -114,6 +114,13 @@ def run_in_slices(profile: dict[str, Any], params: dict[str, Any], jobs: int, po
         # queued experiments run in a temporary copy of the repository, where ../shared/... points nowhere
         local = {"data": {"source": str(Path(source).resolve())}}
     slices = grid_slices(merged["grid"])
+    # The data stages are the same stage in every slice: run them once first, so the slices restore them
+    # from the run-cache (slices that run one stage at the same moment race to save its run-cache entry).
+    shared = ["dvc", "exp", "run", "--temp", *[a for s in overrides(apply_profile(profile, local), params)
+                                             for a in ("-S", s)], "baseline"]
+    print("+ " + " ".join(shared), flush=True)
+    if subprocess.call(shared) != 0:
+        raise SystemExit("the data stages failed (see above)")
     failed_before = queue_states().get("Failed", 0)
     for grid in slices:
         sets = overrides(apply_profile(profile, {**local, "grid": grid}), params)
