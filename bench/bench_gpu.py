@@ -11,7 +11,7 @@
    examples/s.
 3. **Cells per hour** with 1, 4 and 8 cells at once on the one GPU: each cell is a process that trains
    ``--cell-steps`` steps of ``step_by_step`` and decodes ``--cell-test`` test examples, exactly as a
-   queued ``train`` + ``evaluate`` pair would (``DSS_GPUS=0 DSS_JOBS_PER_GPU=N``); and each cell's peak
+   queued ``train_test`` stage would (``DSS_GPUS=0 DSS_JOBS_PER_GPU=N``); and each cell's peak
    GPU memory.
 4. From ``bench_train_step.py`` and ``bench_cell.py``, run on the same GPU: model FLOPs utilisation of a
    T5-base-size model (bf16, batch 64, 512 / 256 tokens) and the cell ratio against the authors' way.

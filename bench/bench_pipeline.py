@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> Report:
     if grid:
         print(f"grid in {repo}: {grid['cells']} cells ({len(grid['datasets'] or [])} datasets x {len(grid['methods'] or [])} "
               f"methods x {len(grid['students'] or [])} students x {len(grid['fractions'] or [])} fractions x "
-              f"{len(grid['seeds'] or [])} seeds), each a train and an evaluate stage")
+              f"{len(grid['seeds'] or [])} seeds), each a train_test stage")
     if not (repo / "dvc.yaml").is_file():
         print(f"{repo} has no dvc.yaml: not a pipeline repository; nothing to time")
         rep.notes.append("no dvc.yaml")
@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> Report:
     rep.figures["dvc_repro_noop_seconds"] = round(benchlib.median(repro_times), 3) if repro_times else None
     rep.figures["dvc_repro_noop_runs"] = [round(t, 3) for t in repro_times]
 
-    # Every train / evaluate stage is a fresh Python process: what starting one costs before any work
+    # Every train_test stage is a fresh Python process: what starting one costs before any work
     # (interpreter, torch, transformers; `--help` exits right after the imports).
     startup: dict[str, float] = {}
-    for stage in ("train", "evaluate"):
+    for stage in ("train_test",):
         script = repo / "stages" / f"{stage}.py"
         if not script.is_file():
             continue

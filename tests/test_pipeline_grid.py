@@ -27,10 +27,9 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     assert "dvc queue start -j 2  (3 slices of the grid)" in first
     queue = run(["dvc", "queue", "status"], project).stdout
     assert queue.count("Success") == 3 and "Failed" not in queue
-    assert not [s for s in ran(first) if s.startswith(("train@", "evaluate@"))]
-    cells = [s for s in restored(first) if s.startswith("train@")]
-    assert len(cells) == 12 and len([s for s in restored(first) if s.startswith("evaluate@")]) == 12
-    assert "train@anli1-finetune-tiny-t5-0.5-0" in cells and "report" in ran(first)
+    assert not [s for s in ran(first) if s.startswith("train_test@")]
+    cells = [s for s in restored(first) if s.startswith("train_test@")]
+    assert len(cells) == 12 and "train_test@anli1-finetune-tiny-t5-0.5-0" in cells and "report" in ran(first)
 
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     students = [r for r in rows if r["method"] != "teacher"]
@@ -40,7 +39,8 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     assert len(teacher) == 1 and 0.5 < float(teacher[0]["accuracy"]) < 0.9
     report = (project / "reports" / "results.md").read_text()
     assert "distilling step-by-step" in report and "±" in report
-    for name in ("anli1_by_fraction.png", "anli1_by_size.png"):
+    assert "Validation curves (mean over seeds)" in report
+    for name in ("anli1_by_fraction.png", "anli1_by_size.png", "anli1_valid_curves.png"):
         assert (project / "reports" / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # every cell is a cached stage with its own checkpoint
     assert (project / "models" / "anli1" / "step_by_step" / "tiny-t5" / "f0.5-s1" / "model.safetensors").is_file()
@@ -55,7 +55,7 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     # alpha is a parameter of step_by_step only: exactly its cells (and the report) rerun
     changed = run(["dvc", "exp", "run", "-S", "methods.step_by_step.alpha=0.3"], project).stdout
     rerun = ran(changed)
-    assert sorted(s.split("@")[0] for s in rerun) == sorted(["train"] * 4 + ["evaluate"] * 4 + ["report"])
+    assert sorted(s.split("@")[0] for s in rerun) == sorted(["train_test"] * 4 + ["report"])
     assert all("step_by_step" in s for s in rerun if "@" in s)
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len([r for r in rows if r["method"] != "teacher"]) == 12
@@ -65,7 +65,15 @@ def test_smoke_grid_reproduces_caches_and_reruns_only_what_changed(project):
     # a new fraction adds its cells and reruns no existing one
     more = ran(run(["dvc", "exp", "run", "-S", "grid.fractions=[0.25,0.5,1.0]", "-S", "grid.methods=[finetune]",
                     "-S", "grid.seeds=[0]"], project).stdout)
-    assert sorted(more) == sorted(["split@anli1", "train@anli1-finetune-tiny-t5-0.25-0",
-                                   "evaluate@anli1-finetune-tiny-t5-0.25-0", "report"])
+    assert sorted(more) == sorted(["split@anli1", "train_test@anli1-finetune-tiny-t5-0.25-0", "report"])
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len([r for r in rows if r["method"] != "teacher"]) == 3
+
+    # without its weights a cell still leaves its results, student.json and training curve (the GPU grid's mode)
+    lean = ran(run(["dvc", "exp", "run", "-S", "train.keep_weights=false"], project).stdout)
+    assert sorted(lean) == sorted([f"train_test@anli1-finetune-tiny-t5-{f}-0" for f in ("0.25", "0.5", "1.0")] + ["report"])
+    cell = project / "models" / "anli1" / "finetune" / "tiny-t5" / "f0.25-s0"
+    assert not list(cell.glob("*.safetensors")) and (cell / "training").is_dir()
+    assert json.loads((cell / "student.json").read_text())["weights_kept"] is False
+    assert json.loads((project / "results" / "anli1" / "finetune" / "tiny-t5" / "f0.25-s0" / "metrics.json").read_text())["n"] == 40
+    assert not (project / ".resume" / "models" / "anli1" / "finetune" / "tiny-t5" / "f0.25-s0").exists()

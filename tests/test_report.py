@@ -6,7 +6,8 @@ import pytest
 
 from distill_step_by_step.errors import DataError
 from distill_step_by_step.jsonio import write_json
-from distill_step_by_step.report import aggregate, beats_teacher, collect_rows, markdown, teacher_accuracy
+from distill_step_by_step.report import (aggregate, beats_teacher, collect_curves, collect_rows, markdown,
+                                         teacher_accuracy)
 from distill_step_by_step.settings import GridConfig
 
 GRID = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small", "big"], [0.5, 1.0], [0, 1])
@@ -48,6 +49,24 @@ def test_a_missing_cell_is_an_error(tmp_path):
     missing.unlink()
     with pytest.raises(DataError, match="f1.0-s1/metrics.json: missing metrics"):
         collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.7}}, "PaLM 540B")
+
+
+def test_validation_curves_say_whether_training_had_flattened(tmp_path):
+    # step_by_step at full data still rises over its last quarter; every other point is flat after step 200
+    for dataset, method, student, fraction, seed in GRID.cells():
+        rising = method == "step_by_step" and fraction == 1.0
+        curve = [{"step": s, "valid_accuracy": (0.3 + s / 1000 if rising else min(0.5, 0.3 + s / 1000)) + 0.01 * seed,
+                  "loss": 1.0} for s in (100, 200, 300, 400)]
+        write_json(tmp_path / "results" / dataset / method / student / f"f{fraction}-s{seed}" / "valid_curve.json", curve)
+    curves = {(c.method, c.student, c.fraction): c for c in collect_curves(tmp_path / "results", GRID)}
+    assert len(curves) == 8 and curves[("finetune", "big", 0.5)].accuracies == pytest.approx([0.405, 0.505, 0.505, 0.505])
+    assert curves[("step_by_step", "small", 1.0)].late_gain() == pytest.approx(0.1)  # 400 vs 300 (= 75% of 400)
+    assert curves[("finetune", "small", 1.0)].late_gain() == pytest.approx(0.0)
+    _metrics(tmp_path, lambda *a: 0.6)
+    rows = collect_rows(tmp_path / "results", GRID, {"esnli": {"accuracy": 0.75}}, "PaLM 540B")
+    text = markdown(rows, GRID, {"teacher_name": "PaLM 540B"}, list(curves.values()))
+    assert "rose by at most +10.0 points (distilling step-by-step" in text
+    assert "2 of 8 (method, student, fraction) points still gained more than 1 point" in text
 
 
 def _committed_grids():

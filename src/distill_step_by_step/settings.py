@@ -222,6 +222,7 @@ class TrainConfig:
     eval_batch_size: int = setting(64, ge=1)
     mixed_precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
     log_every: int = setting(10, ge=1)
+    keep_weights: bool = True  # false: a cell keeps student.json and its curves, not its weights (the GPU grid's disk)
 
 
 @dataclass(frozen=True)

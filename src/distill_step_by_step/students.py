@@ -280,13 +280,16 @@ def dequantised_copy(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
-    """Load a checkpoint written by the ``distill`` stage (``save_pretrained`` + ``student.json``)."""
+    """Load a checkpoint written by the ``train_test`` stage (``save_pretrained`` + ``student.json``)."""
     _quiet()
     path = Path(path)
     info_path = path / STUDENT_FILE
     if not info_path.is_file():
         raise FileNotFoundError(f"{path}: not a trained student (no {STUDENT_FILE})")
     info = json.loads(info_path.read_text())
+    if info.get("weights_kept") is False:
+        raise FileNotFoundError(f"{path}: its weights were not kept (trained with train.keep_weights: false); "
+                                "train the cell again with train.keep_weights: true to use it")
     kind = info["kind"]
     tokenizer = AutoTokenizer.from_pretrained(path)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
@@ -295,3 +298,14 @@ def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
         tokenizer.padding_side = "left"
     model.eval()
     return _finish(model, tokenizer, kind), info
+
+
+def drop_weights(path: str | Path) -> None:
+    """Remove a trained student's weights, keeping ``student.json`` (marked ``weights_kept: false``), the
+    tokenizer and the training curve: what a cell of a grid too large to keep its checkpoints leaves."""
+    path = Path(path)
+    for f in [*path.glob("*.safetensors"), *path.glob("*.safetensors.index.json")]:
+        f.unlink()
+    info_path = path / STUDENT_FILE
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "weights_kept": False}, indent=2) + "\n")

@@ -375,10 +375,13 @@ def record_eval(state: TrainState, accuracy: float, loss: float, cfg: TrainConfi
 
 def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig, seed: int,
                   out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
-                  hooks: TrainHooks | None = None) -> dict[str, Any]:
+                  hooks: TrainHooks | None = None, keep_state: bool = False) -> dict[str, Any]:
     """Train one cell and write its best checkpoint (``save_pretrained`` + ``student.json``) to ``out_dir``.
 
-    Returns what ``student.json`` records: sizes, the best validation accuracy and step, timings.
+    Returns what ``student.json`` records: sizes, the best validation accuracy and step, timings. The
+    resumable state in ``state_dir`` is removed at the end, unless ``keep_state``: then the finished state
+    is saved there (the caller has more to do before the cell is complete, and a kill before then should
+    not cost the training: training the same cell again then only exports).
     """
     info, hooks, student_cfg = info or {}, hooks or TrainHooks(), StudentConfig.of(student_cfg)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
@@ -393,6 +396,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     resume = Resume(state_dir, content_hash([student_cfg, asdict(method), _resume_settings(cfg), seed, world,
                                              enc.identity, code_fingerprint()]))
     state, resumed = resume.start(accelerator)
+    start_step = state.step
     log = CurveLog(resume, resumed, main, cfg, state, info.get("cell", "train"))
     batches = BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state)
     last_save, t_seg = time.monotonic(), time.perf_counter()
@@ -422,18 +426,21 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
             resume.save(accelerator, state)
     state.train_seconds += time.perf_counter() - t_seg
     log.close()
+    if keep_state and not (resumed and state.step == start_step):
+        resume.save(accelerator, state)
     accelerator.wait_for_everyone()
     summary = _summary(info, student_cfg, method, cfg, seed, enc, student, state, resumed, accelerator)
     if main:
         export(out_dir, resume, student, summary)
-        shutil.rmtree(resume.root, ignore_errors=True)
+        if not keep_state:
+            shutil.rmtree(resume.root, ignore_errors=True)
     accelerator.wait_for_everyone()
     return summary
 
 
 def _resume_settings(cfg: TrainConfig) -> dict[str, Any]:
     # Settings that do not change what training computes do not invalidate a saved state.
-    return {k: v for k, v in asdict(cfg).items() if k not in ("eval_batch_size", "log_every")}
+    return {k: v for k, v in asdict(cfg).items() if k not in ("eval_batch_size", "log_every", "keep_weights")}
 
 
 def _summary(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
@@ -479,10 +486,16 @@ def export(out_dir: str | Path, resume: Resume, student: Student, summary: dict[
             shutil.copytree(resume.live, tmp / "training")
 
 
+def state_dir(out_dir: str | Path, state_root: str | Path = ".resume") -> Path:
+    """Where a cell's resumable state lives while it trains (outside DVC's outputs, which a re-run deletes)."""
+    return Path(state_root) / Path(out_dir)
+
+
 def train_cell(settings: Settings, cell: Cell, out_dir: str | Path, *, corpus_root: str | Path = "data/corpus",
-               splits_root: str | Path = "data/splits", state_root: str | Path = ".resume") -> dict[str, Any]:
+               splits_root: str | Path = "data/splits", state_root: str | Path = ".resume",
+               keep_state: bool = False) -> dict[str, Any]:
     """Train the cell's student on its training fraction, validating on the shared validation set."""
     train, valid = training_records(cell, corpus_root, splits_root)
     data = CellData(train, valid, get_spec(cell.dataset).answer_type)
     return train_student(settings.student(cell.student), settings.method(cell.method), data, settings.train,
-                         cell.seed, out_dir, Path(state_root) / Path(out_dir), cell.info())
+                         cell.seed, out_dir, state_dir(out_dir, state_root), cell.info(), keep_state=keep_state)
