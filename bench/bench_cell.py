@@ -31,7 +31,7 @@ from benchlib import PeakRSS, Report, fmt_mem
 def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:
     from distill_step_by_step import training
     from distill_step_by_step.evaluation import evaluate_student
-    from distill_step_by_step.settings import MethodConfig, TrainConfig
+    from distill_step_by_step.settings import EvaluateConfig, MethodConfig, TrainConfig
 
     evals: list[float] = []
     cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
@@ -47,7 +47,7 @@ def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict
                                      state_dir, {"cell": "bench/ours"}, hooks)
     benchlib.sync()
     t1 = time.perf_counter()
-    _, metrics = evaluate_student(out_dir, data.test, data.answer_type, batch_size=a.eval_batch_size)
+    _, metrics = evaluate_student(out_dir, data.test, data.answer_type, EvaluateConfig(batch_size=a.eval_batch_size))
     benchlib.sync()
     t2 = time.perf_counter()
     validate_seconds = [sum(evals)]

@@ -123,7 +123,7 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
 
     from distill_step_by_step.evaluation import predict
     from distill_step_by_step.modeling import generate
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.settings import EvaluateConfig, MethodConfig
     from distill_step_by_step.students import build_student
 
     student = build_student(students()[STUDENT])
@@ -133,7 +133,7 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
     bound = max(len(student.tokenizer(" " + r["label"], add_special_tokens=False)["input_ids"]) + 1 for r in data.train)
     info = {"max_label_tokens": bound, "train_config": {"max_input_tokens": a.max_input}}
     out = {}
-    for name, run in (("label_only", lambda: predict(student, info, method, data.test, batch_size=a.eval_batch_size)),
+    for name, run in (("label_only", lambda: predict(student, info, method, data.test, EvaluateConfig(batch_size=a.eval_batch_size))),
                       ("rationale_and_label", lambda: _forced(student, data, a, generate))):
         run()  # warm-up (kernels, allocator)
         benchlib.sync()
@@ -166,13 +166,13 @@ import torch
 from distill_step_by_step import training
 from distill_step_by_step.evaluation import evaluate_student
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import EvaluateConfig, MethodConfig, TrainConfig
 args = json.loads(sys.argv[1])
 train, test = read_jsonl(args["train"]), read_jsonl(args["test"])
 training.train_student(args["student"], MethodConfig.from_params("step_by_step", {{}}),
                        training.CellData(train, test[:1], args["answer_type"]), TrainConfig(**args["cfg"]), 0,
                        args["out"], args["out"] + "-state")
-evaluate_student(args["out"], test, args["answer_type"], batch_size=args["cfg"]["eval_batch_size"])
+evaluate_student(args["out"], test, args["answer_type"], EvaluateConfig(batch_size=args["cfg"]["eval_batch_size"]))
 peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 print("PEAK_GIB", peak)
 """

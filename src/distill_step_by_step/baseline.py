@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .corpus import read_corpus
+from .corpus import read_corpus, teacher_answer
 from .datasets import get_spec
 from .jsonio import read_lines
 from .scoring import RULES, score
@@ -20,7 +20,7 @@ from .scoring import RULES, score
 
 def score_teacher(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
     """The teacher labels against gold under both rules (an unparsed completion is wrong)."""
-    labels = [r["teacher_label"] if r["teacher_ok"] else None for r in records]
+    labels = [teacher_answer(r) for r in records]
     return score(answer_type, labels, [r["label"] for r in records]).as_dict()
 
 

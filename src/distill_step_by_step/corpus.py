@@ -20,7 +20,7 @@ from .datasets import get_spec
 from .errors import DataError
 from .jsonio import read_jsonl
 from .parsing import parse_completion
-from .scoring import is_correct
+from .scoring import score
 
 
 def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dict[str, Any]:
@@ -36,19 +36,27 @@ def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dic
     }
 
 
+def teacher_answer(record: dict[str, Any]) -> str | None:
+    """The teacher's label of a corpus record, or None when its completion did not parse (scored wrong)."""
+    return record["teacher_label"] if record["teacher_ok"] else None
+
+
 def summarise(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
     """Rows, parse counts (with reasons), agreement of the teacher label with gold, rationale length."""
     parsed = [r for r in records if r["teacher_ok"]]
     reasons = Counter(str(r["teacher_error"]).split(":")[0] for r in records if not r["teacher_ok"])
-    correct = [is_correct(answer_type, r["teacher_label"], r["label"]) for r in parsed]
     words = [len(r["rationale"].split()) for r in parsed]
+
+    def agreement(rows: list[dict[str, Any]]) -> float:  # the teacher's lenient accuracy on these rows
+        return round(score(answer_type, [teacher_answer(r) for r in rows], [r["label"] for r in rows]).accuracy, 4)
+
     return {
         "rows": len(records),
         "parsed": len(parsed),
         "unparsed": len(records) - len(parsed),
         "unparsed_reasons": dict(reasons.most_common()),
-        "agreement": round(sum(correct) / len(records), 4) if records else 0.0,
-        "agreement_parsed": round(sum(correct) / len(parsed), 4) if parsed else 0.0,
+        "agreement": agreement(records),
+        "agreement_parsed": agreement(parsed),
         "mean_rationale_words": round(sum(words) / len(words), 2) if words else 0.0,
     }
 

@@ -12,7 +12,7 @@ import torch
 from .cell import Cell, test_records
 from .datasets import get_spec
 from .jsonio import write_json, write_jsonl
-from .methods import ANSWER_MARKER, explain_source, label_from_output, predict_source
+from .methods import explain_source, label_from_output, predict_source, rationale_from_output
 from .modeling import generate
 from .scoring import is_correct, is_exact, score
 from .settings import EvaluateConfig, MethodConfig
@@ -31,17 +31,18 @@ def load_for_inference(model_dir: str | Path) -> tuple[Student, dict[str, Any], 
     return student, info, MethodConfig(**info["method_config"])
 
 
-def predict(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]], *,
-            batch_size: int = 64, rationales: bool = False) -> list[dict[str, Any]]:
-    """Predict labels (and, if asked, rationales) for records that have ``input`` (or premise/hypothesis)."""
+def predict(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
+            cfg: EvaluateConfig = EvaluateConfig()) -> list[dict[str, Any]]:
+    """Predict labels (and, if ``cfg.rationales``, rationales) for records that have ``input`` (or
+    premise/hypothesis); inputs are cut where the student's training cut them."""
     sep = student.pair_separator
-    max_source = int(info.get("train_config", {}).get("max_input_tokens", 512))
+    max_source = int(info["train_config"]["max_input_tokens"])
     outputs = generate(student, [predict_source(r, method, sep) for r in records],
-                       max_new_tokens=int(info["max_label_tokens"]), batch_size=batch_size, max_source=max_source)
+                       max_new_tokens=int(info["max_label_tokens"]), batch_size=cfg.batch_size, max_source=max_source)
     rows = [{"id": r.get("id"), "input": r.get("input"), "prediction": label_from_output(method, o)}
             for r, o in zip(records, outputs)]
-    if rationales:
-        for row, text in zip(rows, _rationales(student, info, method, records, outputs, batch_size, max_source)):
+    if cfg.rationales:
+        for row, text in zip(rows, _rationales(student, info, method, records, outputs, cfg.batch_size, max_source)):
             row["rationale"] = text
     return rows
 
@@ -49,20 +50,20 @@ def predict(student: Student, info: dict[str, Any], method: MethodConfig, record
 def _rationales(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
                 outputs: list[str], batch_size: int, max_source: int) -> list[str | None]:
     if method.name == "step_by_step":
-        max_target = int(info.get("train_config", {}).get("max_target_tokens", 256))
-        return generate(student, [explain_source(r, student.pair_separator) for r in records], max_new_tokens=max_target,
-                        batch_size=batch_size, max_source=max_source)
+        return generate(student, [explain_source(r, student.pair_separator) for r in records],
+                        max_new_tokens=int(info["train_config"]["max_target_tokens"]), batch_size=batch_size,
+                        max_source=max_source)
     if method.name == "single_task":
-        return [o.rsplit(ANSWER_MARKER.strip().lower(), 1)[0].strip() for o in (x.lower() for x in outputs)]
+        return [rationale_from_output(o) for o in outputs]
     return [None] * len(records)  # trained without rationales: nothing to show
 
 
-def evaluate_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str, *, batch_size: int = 64,
-                     rationales: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def evaluate_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str,
+                     cfg: EvaluateConfig = EvaluateConfig()) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predictions (id, input, gold, prediction, correct, exact[, rationale]) and metrics under both rules."""
     student, info, method = load_for_inference(model_dir)
     start = time.perf_counter()
-    rows = predict(student, info, method, records, batch_size=batch_size, rationales=rationales)
+    rows = predict(student, info, method, records, cfg)
     seconds = time.perf_counter() - start
     for row, rec in zip(rows, records):
         row["gold"] = rec["label"]
@@ -79,8 +80,7 @@ def evaluate_cell(cell: Cell, cfg: EvaluateConfig, model_dir: str | Path, out_di
                   corpus_root: str | Path = "data/corpus", test_sets: str | Path = "data/test_sets") -> dict[str, Any]:
     """Score the cell's checkpoint on the dataset's test manifest; write predictions.jsonl and metrics.json."""
     test = test_records(cell.dataset, corpus_root, test_sets)
-    rows, metrics = evaluate_student(model_dir, test, get_spec(cell.dataset).answer_type,
-                                     batch_size=cfg.batch_size, rationales=cfg.rationales)
+    rows, metrics = evaluate_student(model_dir, test, get_spec(cell.dataset).answer_type, cfg)
     write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

@@ -32,14 +32,13 @@ R = TypeVar("R")  # a tokenised row (modeling.Row)
 PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
 ANSWER_MARKER = " Answer: "
-_ANSWER_RE = re.compile(r"answer\s*:\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_ANSWER_RE = re.compile(r"answer\s*:", re.IGNORECASE)
 
 
 @dataclass
 class TextExample:
     """One training example as text: its label-task pair and (step_by_step) its rationale-task pair."""
 
-    id: str
     label_source: str
     label_target: str
     rationale_source: str | None = None
@@ -86,12 +85,21 @@ def label_from_output(method: MethodConfig, text: str) -> str:
     """The label in a decoded output (``single_task`` reads it from behind the last marker)."""
     if method.name != "single_task":
         return text.strip()
+    return _split_answer(text)[1]
+
+
+def rationale_from_output(text: str) -> str:
+    """The rationale of a ``single_task`` output: what stands before the last answer marker."""
+    return _split_answer(text)[0]
+
+
+def _split_answer(text: str) -> tuple[str, str]:
+    # (rationale, label) around the last "Answer:" marker; (all of it, "") without one
     matches = list(_ANSWER_RE.finditer(text))
     if not matches:
-        return ""
-    tail = text[matches[-1].start():]
-    m = _ANSWER_RE.match(tail)
-    return m.group(1).strip() if m else ""
+        return text.strip(), ""
+    last = matches[-1]
+    return text[:last.start()].strip(), text[last.end():].strip()
 
 
 def training_examples(
@@ -110,9 +118,9 @@ def training_examples(
             if not has_rationale:
                 stats.drop("teacher rationale unparsed")
                 continue
-            ex = TextExample(rec["id"], student_text(rec, separator), single_task_target(rec["rationale"], label))
+            ex = TextExample(student_text(rec, separator), single_task_target(rec["rationale"], label))
         else:
-            ex = TextExample(rec["id"], predict_source(rec, method, separator), label)
+            ex = TextExample(predict_source(rec, method, separator), label)
             if method.name == "step_by_step":
                 if has_rationale:
                     ex.rationale_source = explain_source(rec, separator)

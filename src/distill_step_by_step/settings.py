@@ -150,8 +150,11 @@ class StudentConfig:
     pretrained: str | None = None
     tokenizer: str | None = None
     gguf_file: str | None = None
-    encoder_layers: int | None = setting(None, ge=1)  # encoder-decoder warm start: keep the first N layers
+    encoder_layers: int | None = setting(None, ge=1)  # encoder-decoder warm start: keep N layers (see keep_layers)
     decoder_layers: int | None = setting(None, ge=1)
+    # which N layers a truncated warm start keeps: the `first` N, or N `spread` evenly up to the last one
+    # (DistilBERT-style; on e-SNLI a 3+3 MiniLM learns from spread layers and not from the first three)
+    keep_layers: str = setting("first", choices=("first", "spread"))
     # encoder-decoder warm start, what the encoder checkpoint lacks: `copy` starts each decoder layer's
     # cross-attention as a copy of its self-attention and the LM-head transform as the identity; `random`
     # is transformers' random init (see students._warm_started)
@@ -223,6 +226,10 @@ class TrainConfig:
     mixed_precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
     log_every: int = setting(10, ge=1)
     keep_weights: bool = True  # false: a cell keeps student.json and its curves, not its weights (the GPU grid's disk)
+    # true: the token embeddings (and an LM head tied to them) stay as pretrained: on a CPU their dense
+    # gradients, clipping and AdamW updates are a sixth of a small student's step
+    freeze_embeddings: bool = False
+    dropout: float | None = setting(None, ge=0, le=0.9)  # every dropout of the student while training (None: its own)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ joined once into the model cache (``$DSS_MODEL_CACHE``, default ``~/.cache/disti
 GGUF weights are dequantised once too: the plain float32 copy is kept in the cache, so later cells load
 it in seconds instead of converting the file again.
 ``encoder-decoder`` warm-starts an ``EncoderDecoderModel`` from an encoder checkpoint (both halves,
-optionally truncated to their first ``encoder_layers`` / ``decoder_layers`` layers).
+optionally truncated to ``encoder_layers`` / ``decoder_layers`` layers: the first ones, or with
+``keep_layers: spread`` layers spread evenly over the checkpoint's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -244,11 +246,34 @@ def _warm_started(cfg: StudentConfig) -> tuple[PreTrainedModel, frozenset[str]]:
     path = resolve_ref(cfg.pretrained)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **layers)
     model.config.vocab_size = model.config.decoder.vocab_size
+    if cfg.keep_layers == "spread" and layers:
+        _load_spread_layers(model, path)
     fresh = (_CROSS_ATTENTION, *_LM_HEAD)
     if cfg.fresh_init == "copy":
         _copy_fresh_parts(model.decoder)
         fresh = _LM_HEAD
     return model, frozenset(n for n, _ in model.named_parameters() if any(k in n for k in fresh))
+
+
+def spread_layers(kept: int, total: int) -> list[int]:
+    """``kept`` of ``total`` layer indices, evenly spaced and ending with the last: 3 of 6 -> [1, 3, 5]."""
+    return [round((i + 1) * total / kept) - 1 for i in range(kept)]
+
+
+def _layer_list(model: torch.nn.Module) -> torch.nn.ModuleList:
+    # a BERT-style stack: BertModel.encoder.layer, BertLMHeadModel.bert.encoder.layer
+    return next(m for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and n.endswith("layer"))
+
+
+@torch.no_grad()
+def _load_spread_layers(model: EncoderDecoderModel, path: str) -> None:
+    """Replace each truncated half's layers (loaded as the first N) by N layers spread over the checkpoint's."""
+    pretrained = _layer_list(AutoModel.from_pretrained(path))
+    for half in (model.encoder, model.decoder):
+        layers = _layer_list(half)
+        for i, j in enumerate(spread_layers(len(layers), len(pretrained))):
+            # strict=False: a decoder layer also has cross-attention, which the checkpoint lacks
+            layers[i].load_state_dict(pretrained[j].state_dict(), strict=False)
 
 
 @torch.no_grad()

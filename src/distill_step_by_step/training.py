@@ -13,8 +13,10 @@ best-so-far, the training curve so far) is written atomically, and the best weig
 improve; starting the same cell again continues from there and ends exactly where an uninterrupted run
 ends. A state written for other settings, data or code is ignored.
 
-:func:`train_student` reads as the loop it is: encode the data, build the optimizer, resume, then step,
-log, evaluate, keep the best and save until done, and export.
+:func:`train_student` reads as the loop it is: build the student and encode the data, build the optimizer
+and its schedule, resume (:class:`Resume`), run the steps (:func:`run_steps`: step, log, validate and keep
+the best, save), and export the best checkpoint. CPU-only speed-ups are settings: ``freeze_embeddings``
+and ``dropout``.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from .datasets import get_spec
 from .jsonio import atomic_dir, code_fingerprint, content_hash
 from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
 from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
-from .scoring import score
+from .scoring import Score, score
 from .settings import MethodConfig, Settings, StudentConfig, TrainConfig
 from .students import STUDENT_FILE, Student, build_student
 
 Units = list[tuple[list[Row], float]]  # the task sub-batches of one micro-batch and their loss weights
+# Settings that do not change what training computes: a saved state stays valid when they change.
+_NOT_IN_STATE = ("eval_batch_size", "log_every", "keep_weights")
 
 
 @dataclass
@@ -145,6 +149,26 @@ def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: Tra
     return EncodedCell(stats, label_rows, rationale_rows, costs, valid, max(len(r.target) for r in label_rows), identity)
 
 
+def freeze_embeddings(model: torch.nn.Module) -> None:
+    """Stop training the token-embedding tables (every ``nn.Embedding`` over the whole vocabulary; an LM
+    head tied to one shares its tensor, so it stays as pretrained too)."""
+    vocab = max(m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding) and m.num_embeddings == vocab:
+            m.weight.requires_grad_(False)
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Train with dropout ``p`` everywhere: ``nn.Dropout`` modules and the attention-probability dropout
+    that attention modules keep as a number (T5's ``dropout``, Llama's ``attention_dropout``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        for name in ("dropout", "attention_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, p)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms; freshly initialised parameters (the cross-attention
     of a warm-started decoder) may get their own, larger learning rate (``lr_new_params``)."""
@@ -183,6 +207,14 @@ class Resume:
         self.ckpt = self.root / "checkpoint"
         self.best = self.root / "best"
         self.live = self.root / "dvclive"
+
+    @classmethod
+    def for_cell(cls, root: str | Path, student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
+                 world: int, identity: list[Any]) -> "Resume":
+        """A cell's state, keyed on all that decides what its training computes: the student, the method,
+        the training settings, the seed, the number of processes, the examples and the package's code."""
+        settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_STATE}
+        return cls(root, content_hash([student_cfg, asdict(method), settings, seed, world, identity, code_fingerprint()]))
 
     def saved_state(self) -> TrainState | None:
         """The saved state, if there is one for these settings, data and code."""
@@ -321,9 +353,9 @@ def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student,
         outputs = generate(inner, [s for s, _ in shard], max_new_tokens=enc.max_label_tokens,
                            batch_size=cfg.eval_batch_size, max_source=cfg.max_input_tokens, device=accelerator.device)
     result = score(answer_type, [label_from_output(method, o) for o in outputs], [g for _, g in shard])
-    counts = torch.tensor([result.correct, result.n], dtype=torch.float64, device=accelerator.device)
-    counts = accelerator.reduce(counts, reduction="sum")
-    return (float(counts[0] / counts[1]) if counts[1] else 0.0), time.perf_counter() - start
+    counts = torch.tensor([result.correct, result.n], dtype=torch.int64, device=accelerator.device)
+    correct, n = (int(c) for c in accelerator.reduce(counts, reduction="sum"))
+    return Score(n=n, correct=correct, exact_correct=0).accuracy, time.perf_counter() - start
 
 
 class CurveLog:
@@ -373,6 +405,61 @@ def record_eval(state: TrainState, accuracy: float, loss: float, cfg: TrainConfi
     return False
 
 
+@dataclass
+class Loop:
+    """What the step loop works with, built once per cell by :func:`train_student`."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # prepared (DDP-wrapped under a multi-process launch)
+    student: Student
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    enc: EncodedCell
+    method: MethodConfig
+    answer_type: str
+    cfg: TrainConfig
+    resume: Resume
+    log: CurveLog
+    hooks: TrainHooks
+
+
+def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
+    """Step, log, validate (keeping the best) and save resumable states until the cell is done."""
+    cfg, method, enc = loop.cfg, loop.method, loop.enc
+    last_save, t_seg = time.monotonic(), time.perf_counter()
+    loop.model.train()
+    while not state.done(cfg):
+        micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum)
+                         for _ in range(cfg.grad_accum)]
+        loss = train_step(loop.accelerator, loop.model, loop.student, micro_batches, loop.optimizer, loop.scheduler, cfg)
+        state.step += 1
+        loop.log.bar.update(1)
+        if loop.hooks.on_step:
+            loop.hooks.on_step(StepEvent(state.step, micro_batches))
+        evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+        if state.step % cfg.log_every == 0 or state.step == 1 or evaluating:
+            loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
+            loop.log.train(state.step, loss_value, loop.scheduler.get_last_lr()[0])
+        if evaluating:
+            evaluate_and_keep_best(loop, state, loss_value)
+        if not state.done(cfg) and loop.resume.due(loop.accelerator, cfg, state.step, evaluating,
+                                                   time.monotonic() - last_save):
+            now = time.perf_counter()
+            state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
+            loop.resume.save(loop.accelerator, state)
+    state.train_seconds += time.perf_counter() - t_seg
+
+
+def evaluate_and_keep_best(loop: Loop, state: TrainState, loss: float) -> None:
+    """Validate now; keep these weights if they are the best so far."""
+    acc, seconds = validate(loop.accelerator, loop.model, loop.student, loop.enc, loop.method, loop.answer_type, loop.cfg)
+    if record_eval(state, acc, loss, loop.cfg) and loop.accelerator.is_main_process:
+        loop.resume.save_best(loop.accelerator.unwrap_model(loop.model), state.step, acc)
+    loop.log.valid(state.step, acc, state)
+    if loop.hooks.on_eval:
+        loop.hooks.on_eval(EvalEvent(state.step, acc, seconds))
+
+
 def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig, seed: int,
                   out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, keep_state: bool = False) -> dict[str, Any]:
@@ -383,52 +470,36 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     is saved there (the caller has more to do before the cell is complete, and a kill before then should
     not cost the training: training the same cell again then only exports).
     """
-    info, hooks, student_cfg = info or {}, hooks or TrainHooks(), StudentConfig.of(student_cfg)
+    info, student_cfg = info or {}, StudentConfig.of(student_cfg)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    # the data and the model
     set_seed(seed)
     student = build_student(student_cfg)
     enc = encode_cell(student, method, data, cfg)
+    if cfg.freeze_embeddings:
+        freeze_embeddings(student.model)
+    if cfg.dropout is not None:
+        set_dropout(student.model, cfg.dropout)
+    # the optimizer and its schedule
     optimizer = make_optimizer(student.model, cfg, student.new_parameters)
     scheduler = lr_schedule(optimizer, cfg)
     model, optimizer = accelerator.prepare(student.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    resume = Resume(state_dir, content_hash([student_cfg, asdict(method), _resume_settings(cfg), seed, world,
-                                             enc.identity, code_fingerprint()]))
+    # where an interrupted run left off
+    resume = Resume.for_cell(state_dir, student_cfg, method, cfg, seed, world, enc.identity)
     state, resumed = resume.start(accelerator)
     start_step = state.step
+    # the steps
     log = CurveLog(resume, resumed, main, cfg, state, info.get("cell", "train"))
-    batches = BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state)
-    last_save, t_seg = time.monotonic(), time.perf_counter()
-    model.train()
-    while not state.done(cfg):
-        micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum)
-                         for _ in range(cfg.grad_accum)]
-        loss = train_step(accelerator, model, student, micro_batches, optimizer, scheduler, cfg)
-        state.step += 1
-        log.bar.update(1)
-        if hooks.on_step:
-            hooks.on_step(StepEvent(state.step, micro_batches))
-        evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
-        if state.step % cfg.log_every == 0 or state.step == 1 or evaluating:
-            loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
-            log.train(state.step, loss_value, scheduler.get_last_lr()[0])
-        if evaluating:
-            acc, seconds = validate(accelerator, model, student, enc, method, data.answer_type, cfg)
-            if record_eval(state, acc, loss_value, cfg) and main:
-                resume.save_best(accelerator.unwrap_model(model), state.step, acc)
-            log.valid(state.step, acc, state)
-            if hooks.on_eval:
-                hooks.on_eval(EvalEvent(state.step, acc, seconds))
-        if not state.done(cfg) and resume.due(accelerator, cfg, state.step, evaluating, time.monotonic() - last_save):
-            now = time.perf_counter()
-            state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
-            resume.save(accelerator, state)
-    state.train_seconds += time.perf_counter() - t_seg
+    loop = Loop(accelerator, model, student, optimizer, scheduler, enc, method, data.answer_type, cfg, resume, log,
+                hooks or TrainHooks())
+    run_steps(loop, state, BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state))
     log.close()
     if keep_state and not (resumed and state.step == start_step):
         resume.save(accelerator, state)
     accelerator.wait_for_everyone()
+    # the best checkpoint
     summary = _summary(info, student_cfg, method, cfg, seed, enc, student, state, resumed, accelerator)
     if main:
         export(out_dir, resume, student, summary)
@@ -436,11 +507,6 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
             shutil.rmtree(resume.root, ignore_errors=True)
     accelerator.wait_for_everyone()
     return summary
-
-
-def _resume_settings(cfg: TrainConfig) -> dict[str, Any]:
-    # Settings that do not change what training computes do not invalidate a saved state.
-    return {k: v for k, v in asdict(cfg).items() if k not in ("eval_batch_size", "log_every", "keep_weights")}
 
 
 def _summary(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,

@@ -28,11 +28,6 @@ from ..errors import DataError
 from ..jsonio import content_hash
 
 
-def teacher_hash(identity: dict[str, Any]) -> str:
-    """A short stable hash of a teacher's identity."""
-    return content_hash(identity)
-
-
 def cache_key(identity: dict[str, Any], stop: list[str], split: str, example_id: str, prompt: str) -> str:
     """The key of one completion: everything that decides what the teacher writes for this example."""
     return content_hash([identity, stop, split, example_id, prompt], length=64)
