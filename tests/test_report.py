@@ -41,6 +41,8 @@ def test_mean_spread_and_who_beats_the_teacher(tmp_path):
     assert "smallest student big" in wins["step_by_step"]
     text = markdown(rows, GRID, {"teacher_name": "PaLM 540B"})
     assert "± " in text and "quoted from Hsieh et al." in text
+    # claim (a) names only the methods the grid ran (no distillation here)
+    assert "- (a) step-by-step beats fine-tuning at equal data at 4 of 4 (student, fraction) points" in text
 
 
 def test_a_missing_cell_is_an_error(tmp_path):
@@ -95,3 +97,29 @@ def test_the_committed_report_rebuilds_from_the_committed_per_cell_metrics(tmp_p
     for name in ("results.csv", "results.md"):
         assert (tmp_path / name).read_text() == (REPO / reports / name).read_text(), name
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in (REPO / reports / "plots").iterdir())
+
+
+# What a student answering at random scores (SVAMP has no label set: any equation that is right counts).
+CHANCE = {"esnli": 1 / 3, "anli1": 1 / 3, "cqa": 1 / 5, "svamp": 0.0}
+
+
+def test_the_committed_demo_spans_methods_fractions_and_sizes_and_learns_in_every_cell():
+    """The embedded default is a demo that learns: no committed cell at chance (at least 1.5x chance,
+    e.g. 50% on e-SNLI), over at least two methods, two data fractions and two student sizes."""
+    import json
+
+    from conftest import REPO
+    from distill_step_by_step.cell import Cell
+    from distill_step_by_step.settings import load_settings
+
+    settings = load_settings(REPO / "params.yaml")
+    grid = settings.grid
+    assert len(grid.methods) >= 2 and len(grid.fractions) >= 2 and len(grid.students) >= 2
+    sizes = set()
+    for dataset, method, student, fraction, seed in grid.cells():
+        cell = Cell(dataset, method, student, str(fraction), seed)
+        metrics = json.loads((cell.results_dir(REPO / settings.paths.results) / "metrics.json").read_text())
+        floor = max(1.5 * CHANCE[dataset], 0.1)
+        assert metrics["accuracy"] >= floor, (cell.name, metrics["accuracy"], floor)
+        sizes.add(metrics["cell"]["params_m"])
+    assert len(sizes) == len(grid.students)  # each student is a different size

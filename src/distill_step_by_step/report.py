@@ -177,6 +177,10 @@ def beats_teacher(points: list[GridPoint], teacher: dict[str, float]) -> dict[st
     return out
 
 
+# The methods claim (a) compares step-by-step with, as the claim names them.
+RIVALS = {"finetune": "fine-tuning", "distill": "distillation"}
+
+
 def step_by_step_wins(points: list[GridPoint], dataset: str) -> tuple[int, int, list[str]]:
     """Claim (a): at how many (student, fraction) points step-by-step's mean beats both other methods."""
     index = {(p.method, p.student, p.fraction): p for p in points if p.dataset == dataset}
@@ -184,7 +188,7 @@ def step_by_step_wins(points: list[GridPoint], dataset: str) -> tuple[int, int, 
     for (method, student, fraction), sbs in sorted(index.items()):
         if method != "step_by_step":
             continue
-        rivals = [index[(m, student, fraction)] for m in ("finetune", "distill") if (m, student, fraction) in index]
+        rivals = [index[(m, student, fraction)] for m in RIVALS if (m, student, fraction) in index]
         if not rivals:
             continue
         total += 1
@@ -306,7 +310,9 @@ def _claims(points: list[GridPoint], dataset: str, teacher: dict[str, float]) ->
     lines = []
     wins, total, _ = step_by_step_wins(mine, dataset)
     if total:
-        lines.append(f"- (a) step-by-step beats both fine-tuning and distillation at equal data at {wins} of {total} "
+        rivals = [name for m, name in RIVALS.items() if any(p.method == m for p in mine)]
+        against = "both " + " and ".join(rivals) if len(rivals) == 2 else rivals[0]
+        lines.append(f"- (a) step-by-step beats {against} at equal data at {wins} of {total} "
                      "(student, fraction) points (means over seeds).")
     for student, text in data_to_match_finetune(mine, dataset).items():
         lines.append(f"- (b) {student}: step-by-step reaches fine-tuning's largest-fraction accuracy with {text}.")
