@@ -391,6 +391,8 @@ def plot_by_size(points: list[GridPoint], grid: GridConfig, dataset: str, teache
     ax.set_xscale("log")
     sizes = sorted({p.params_m for p in points})
     ax.set_xticks(sizes, [f"{s:g}M\n{next(p.student for p in points if p.params_m == s)}" for s in sizes])
+    ax.minorticks_off()  # a log axis over a narrow range would label its minor ticks over the students' names
+    ax.margins(x=0.08)
     ax.set_xlabel("student size (parameters)")
     ax.set_ylabel("test accuracy (lenient)")
     ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: accuracy vs student size ({pct(largest)} of the data)"
