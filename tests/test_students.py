@@ -60,6 +60,8 @@ def test_spread_layers_are_even_and_end_with_the_last():
     assert spread_layers(2, 6) == [2, 5]
     assert spread_layers(1, 6) == [5]
     assert spread_layers(6, 6) == list(range(6))
+    with pytest.raises(ValueError, match="cannot keep 8 of 6 layers"):
+        spread_layers(8, 6)
 
 
 def test_a_truncated_warm_start_keeps_the_first_or_spread_layers():

@@ -257,12 +257,17 @@ def _warm_started(cfg: StudentConfig) -> tuple[PreTrainedModel, frozenset[str]]:
 
 def spread_layers(kept: int, total: int) -> list[int]:
     """``kept`` of ``total`` layer indices, evenly spaced and ending with the last: 3 of 6 -> [1, 3, 5]."""
+    if not 1 <= kept <= total:
+        raise ValueError(f"cannot keep {kept} of {total} layers")
     return [round((i + 1) * total / kept) - 1 for i in range(kept)]
 
 
 def _layer_list(model: torch.nn.Module) -> torch.nn.ModuleList:
     # a BERT-style stack: BertModel.encoder.layer, BertLMHeadModel.bert.encoder.layer
-    return next(m for n, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and n.endswith("layer"))
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.endswith("encoder.layer"):
+            return module
+    raise ValueError(f"keep_layers: spread needs a BERT-style layer stack (encoder.layer); {type(model).__name__} has none")
 
 
 @torch.no_grad()
@@ -272,8 +277,11 @@ def _load_spread_layers(model: EncoderDecoderModel, path: str) -> None:
     for half in (model.encoder, model.decoder):
         layers = _layer_list(half)
         for i, j in enumerate(spread_layers(len(layers), len(pretrained))):
-            # strict=False: a decoder layer also has cross-attention, which the checkpoint lacks
-            layers[i].load_state_dict(pretrained[j].state_dict(), strict=False)
+            # a decoder layer also has cross-attention, which the checkpoint lacks; nothing else may be missing
+            missing, unexpected = layers[i].load_state_dict(pretrained[j].state_dict(), strict=False)
+            if unexpected or any(_CROSS_ATTENTION not in k for k in missing):
+                raise ValueError(f"layer {j} of {path} does not fit layer {i} of the student: "
+                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 @torch.no_grad()

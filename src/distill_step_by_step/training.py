@@ -150,12 +150,14 @@ def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: Tra
 
 
 def freeze_embeddings(model: torch.nn.Module) -> None:
-    """Stop training the token-embedding tables (every ``nn.Embedding`` over the whole vocabulary; an LM
-    head tied to one shares its tensor, so it stays as pretrained too)."""
-    vocab = max(m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    for m in model.modules():
-        if isinstance(m, torch.nn.Embedding) and m.num_embeddings == vocab:
-            m.weight.requires_grad_(False)
+    """Stop training the token-embedding tables: the model's input embeddings and, for an encoder-decoder,
+    the decoder's (an LM head tied to one shares its tensor, so it stays as it is too)."""
+    tables = [model.get_input_embeddings()]
+    decoder = getattr(model, "decoder", None)
+    if hasattr(decoder, "get_input_embeddings"):
+        tables.append(decoder.get_input_embeddings())
+    for table in tables:
+        table.weight.requires_grad_(False)
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:
@@ -165,7 +167,8 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
         if isinstance(module, torch.nn.Dropout):
             module.p = p
         for name in ("dropout", "attention_dropout"):
-            if isinstance(getattr(module, name, None), float):
+            value = getattr(module, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # a config may say `0`
                 setattr(module, name, p)
 
 
