@@ -5,9 +5,15 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast bench bench-gpu smoke gpu paper clean-venv
+.PHONY: setup data run test test-fast bench bench-gpu smoke gpu paper clean-venv
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed data
+
+# The corpora archive into DVC's cache (data/raw/dss-datasets.zip.dvc imports it from ../shared/datasets):
+# from the cache if it is there, else a DVC remote if one is set, else its source.
+data: $(VENV)/.installed
+	@dvc checkout -q data/raw/dss-datasets.zip.dvc 2>/dev/null || dvc pull -q data/raw/dss-datasets.zip.dvc 2>/dev/null \
+	  || dvc update -q data/raw/dss-datasets.zip.dvc
 
 $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,25 +1,33 @@
 """A grid cell: (dataset, method, student, fraction, seed), where its outputs live and which records it uses.
 
-The ``train_test`` stage (``train_test.train_and_test``: ``training.train_cell``, then
-``evaluation.evaluate_cell``) and the report find a cell's files through :class:`Cell`; ``dvc.yaml`` spells the same paths for DVC
-(``tests/test_stage_deps.py`` checks that the two agree).
+The ``train_score`` stage (``train_score.train_and_score``: ``training.train_cell``, then
+``inference.score_cell``), the report and the grid's workers find a cell's files through :class:`Cell`;
+``dvc.yaml`` spells the same paths for DVC (``tests/test_stage_deps.py`` checks that the two agree).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .corpus import read_corpus
-from .errors import DataError
+from .errors import DataError, StageError
 from .jsonio import read_lines
 from .splits import train_ids_path, valid_ids_path
 
 MODELS_ROOT = "models"
-RESULTS_ROOT = "results"
-CURVE_FILE = "valid_curve.json"  # beside a cell's metrics.json: [{step, valid_accuracy, loss}] at each validation
+RESULTS_ROOT = "results/demo"
+# A cell's results folder, all small and kept in git:
+RECORD_FILE = "student.json"  # what was trained and how: settings, counts, size, the chosen checkpoint
+CURVE_FILE = "valid_curve.json"  # [{step, valid_accuracy, valid_n, loss}] at each validation
+METRICS_FILE = "metrics.json"  # the test scores (and the record's fields the report needs)
+PREDICTIONS_FILE = "predictions.jsonl"  # one line per test example: id, prediction, gold, correct, exact
+# Set by the grid's workers and assemblies (grid.py): a grid's cells train only under a worker.
+WORKER_ENV, ASSEMBLE_ENV = "DSS_WORKER", "DSS_ASSEMBLE"
+GRIDS_DIR = "grids"
 
 
 @dataclass(frozen=True)
@@ -33,16 +41,21 @@ class Cell:
     seed: int
 
     @property
+    def stage(self) -> str:
+        """The cell's stage name in ``dvc.yaml`` (``train_score@<dataset>-<method>-<student>-<fraction>-<seed>``)."""
+        return f"train_score@{self.dataset}-{self.method}-{self.student}-{self.fraction}-{self.seed}"
+
+    @property
     def name(self) -> str:
         """``<dataset>/<method>/<student>/f<fraction>-s<seed>``: the cell's path below models/ and results/."""
         return f"{self.dataset}/{self.method}/{self.student}/f{self.fraction}-s{self.seed}"
 
     def model_dir(self, root: str | Path = MODELS_ROOT) -> Path:
-        """Where the ``train_test`` stage writes the cell's checkpoint (``student.json``, curves, weights)."""
+        """Where the ``train_score`` stage writes the cell's checkpoint."""
         return Path(root) / self.name
 
     def results_dir(self, root: str | Path = RESULTS_ROOT) -> Path:
-        """Where the ``train_test`` stage writes the cell's predictions and metrics."""
+        """Where the ``train_score`` stage writes the cell's record, predictions, metrics and curve."""
         return Path(root) / self.name
 
     @staticmethod
@@ -59,9 +72,20 @@ class Cell:
         return cls(args.dataset, args.method, args.student, args.fraction, args.seed)
 
     def info(self) -> dict[str, Any]:
-        """The cell's coordinates as recorded in ``student.json`` and ``metrics.json``."""
+        """The cell's coordinates as recorded in ``student.json``."""
         return {"dataset": self.dataset, "method": self.method, "student": self.student,
                 "fraction": float(self.fraction), "seed": int(self.seed), "cell": self.name}
+
+
+def check_may_train(params_path: str | Path, cell: Cell) -> None:
+    """Stop a grid's cell from training outside one of its workers, and under an assembly at all: a plain
+    ``dvc repro`` in ``grids/<profile>/`` must not retrain the cells the grid keeps (see ``grid.py``)."""
+    if os.environ.get(ASSEMBLE_ENV):
+        raise StageError(f"{cell.name}: not finished in the remote, and an assembly trains nothing "
+                         "(`python -m distill_step_by_step.grid work` trains it)")
+    if Path(params_path).parts[:1] == (GRIDS_DIR,) and not os.environ.get(WORKER_ENV):
+        raise StageError(f"{cell.name}: a grid's cells are trained by its workers (python -m distill_step_by_step.grid "
+                         "work <profile>), so that `dvc repro` in a grid cannot retrain the cells it keeps")
 
 
 def select(records: list[dict[str, Any]], ids_path: str | Path) -> list[dict[str, Any]]:

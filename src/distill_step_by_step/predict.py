@@ -21,7 +21,6 @@ from typing import Any, BinaryIO
 
 from .datasets import T5_EOS, cqa_input, get_spec
 from .errors import DataError
-from .settings import EvaluateConfig
 
 CQA_CHOICES = 5
 
@@ -111,16 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", help="a trained checkpoint directory (models/<dataset>/<method>/<student>/...)")
     ap.add_argument("--input", default="-", help="file with one example per line (default: stdin)")
     ap.add_argument("--rationales", action="store_true", help="also generate the rationale (step_by_step students)")
-    ap.add_argument("--batch-size", type=int, default=EvaluateConfig().batch_size)
+    ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
-    from .evaluation import load_for_inference, predict  # torch: only once the arguments are fine
+    from .inference import load_for_inference, predict  # torch: only once the arguments are fine
 
     try:
         stream = _open_input(args.input)
         student, info, method = load_for_inference(args.model)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, FileNotFoundError) as exc:  # a missing or damaged checkpoint: one line
         _fail(str(exc))
         return 1
     answer_type = get_spec(info["dataset"]).answer_type if info.get("dataset") else None
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if not inputs.errors:
             _fail(f"{'<stdin>' if args.input == '-' else args.input}: no input lines")
         return 1
-    rows = predict(student, info, method, inputs.records, EvaluateConfig(args.batch_size, args.rationales))
+    rows = predict(student, info, method, inputs.records, args.batch_size, args.rationales)
     for rec, row in zip(inputs.records, rows):
         out = {"input": rec["input"], "prediction": row["prediction"]}
         if rec.get("id") is not None:

@@ -206,7 +206,8 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``train`` (the authors' defaults: lr 5e-5, batch 64, 10k steps, inputs up to 1024 tokens)."""
+    """``train``: what a cell computes (the authors' defaults: lr 5e-5, batch 64, 10k steps, inputs up to 1024
+    tokens). Every setting here is part of a cell's identity: changing one retrains the cells that use it."""
 
     lr: float = setting(5e-5, gt=0)
     lr_new_params: float | None = setting(None, gt=0)  # freshly initialised weights (None: same as lr)
@@ -217,34 +218,45 @@ class TrainConfig:
     max_steps: int = setting(10000, ge=1)
     grad_clip: float | None = setting(1.0, gt=0)
     eval_every: int = setting(250, ge=1)
-    save_every: int | None = setting(None, ge=1)  # steps between resumable states; None: time-based
-    save_every_minutes: float = setting(5.0, gt=0)  # with save_every None: at an evaluation, this long after the last
     early_stop_patience: int | None = setting(None, ge=1)  # evaluations without improvement before stopping
     max_input_tokens: int = setting(1024, ge=8)
     max_target_tokens: int = setting(256, ge=2)
-    eval_batch_size: int = setting(64, ge=1)
     mixed_precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
-    log_every: int = setting(10, ge=1)
-    keep_weights: bool = True  # false: a cell keeps student.json and its curves, not its weights (the GPU grid's disk)
-    # true: the token embeddings (and an LM head tied to them) stay as pretrained: on a CPU their dense
-    # gradients, clipping and AdamW updates are a sixth of a small student's step
+    # true: the token embeddings (and an LM head tied to them) stay as pretrained (a CPU speed-up)
     freeze_embeddings: bool = False
     dropout: float | None = setting(None, ge=0, le=0.9)  # every dropout of the student while training (None: its own)
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """``evaluate``: test decoding."""
+class TestConfig:
+    """``test``: what test decoding writes."""
 
-    batch_size: int = setting(64, ge=1)
+    __test__ = False  # not a pytest test class, whatever its name
     rationales: bool = False  # also generate rationales (step_by_step) into predictions.jsonl
 
 
 @dataclass(frozen=True)
-class PathsConfig:
-    """``paths``: where a grid's committed results go (the GPU profile writes its own beside the default's)."""
+class RunConfig:
+    """``run``: how cells run, not what they compute. No stage depends on this group, so changing a setting
+    here retrains nothing (and a saved training state stays valid)."""
 
-    results: str = "results"  # per-cell predictions and metrics.json
+    valid_batch_size: int = setting(64, ge=1)
+    test_batch_size: int = setting(64, ge=1)
+    log_every: int = setting(10, ge=1)
+    save_every: int | None = setting(None, ge=1)  # steps between resumable states; None: time-based
+    save_every_minutes: float = setting(5.0, gt=0)  # with save_every None: at an evaluation, this long after the last
+    keep_weights: bool = True  # false: a cell keeps its record and its checkpoint's config, not its weights
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """``paths``: where a pipeline's files go; a grid's params set their own (see :mod:`.grid`)."""
+
+    root: str = "."  # where the stages run, relative to the dvc.yaml that runs them
+    params: str = "params.yaml"  # the params file, relative to the root
+    data: str = "data"
+    models: str = "models"
+    results: str = "results/demo"  # per cell: student.json, predictions.jsonl, metrics.json, valid_curve.json
     reports: str = "reports"  # baseline.json, corpus/ and splits/ summaries, results.csv/.md, plots/
 
 
@@ -259,7 +271,8 @@ class Settings:
     students: dict[str, StudentConfig]
     methods: dict[str, MethodConfig]
     train: TrainConfig
-    evaluate: EvaluateConfig
+    test: TestConfig
+    run: RunConfig
     paths: PathsConfig
     launch: str = "python"  # how a training stage starts: python, or e.g. `accelerate launch --num_processes 8`
 
@@ -322,7 +335,8 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
         students=students,
         methods=methods,
         train=parse(TrainConfig, params["train"], "train"),
-        evaluate=parse(EvaluateConfig, params.get("evaluate"), "evaluate"),
+        test=parse(TestConfig, params.get("test"), "test"),
+        run=parse(RunConfig, params.get("run"), "run"),
         paths=parse(PathsConfig, params.get("paths"), "paths"),
         launch=_value(params.get("launch", "python"), str, "launch"),
     )

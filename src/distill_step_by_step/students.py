@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,13 +46,13 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from .errors import DataError
 from .jsonio import atomic_dir, content_hash
 from .settings import StudentConfig
 
 # What an encoder checkpoint lacks when it becomes a decoder: cross-attention and the LM-head transform.
 _CROSS_ATTENTION = "crossattention"
 _LM_HEAD = ("cls.predictions.transform", "cls.predictions.bias")
-STUDENT_FILE = "student.json"
 
 
 def model_cache() -> Path:
@@ -298,6 +299,29 @@ def _copy_fresh_parts(decoder: torch.nn.Module) -> None:
             module.LayerNorm.bias.zero_()
 
 
+def freeze_embeddings(model: torch.nn.Module) -> None:
+    """Stop training the token-embedding tables: the model's input embeddings and, for an encoder-decoder,
+    the decoder's (an LM head tied to one shares its tensor, so it stays as it is too)."""
+    tables = [model.get_input_embeddings()]
+    decoder = getattr(model, "decoder", None)
+    if hasattr(decoder, "get_input_embeddings"):
+        tables.append(decoder.get_input_embeddings())
+    for table in tables:
+        table.weight.requires_grad_(False)
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Train with dropout ``p`` everywhere: ``nn.Dropout`` modules and the attention-probability dropout
+    that attention modules keep as a number (T5's ``dropout``, Llama's ``attention_dropout``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(module, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # a config may say `0`
+                setattr(module, name, p)
+
+
 def dequantised_copy(model: PreTrainedModel) -> PreTrainedModel:
     """A plain (saveable, trainable) copy of a model loaded from GGUF.
 
@@ -312,21 +336,52 @@ def dequantised_copy(model: PreTrainedModel) -> PreTrainedModel:
     return plain
 
 
+INFERENCE_KEY = "distill_step_by_step"  # the key of a checkpoint's config.json that says how to use it
+
+
+def save_inference_info(folder: str | Path, kind: str, info: dict[str, Any]) -> None:
+    """Write into a saved checkpoint's ``config.json`` what using it needs: the student kind, the method it
+    was trained with, its token limits and dataset (``transformers`` keeps unknown config keys)."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    config[INFERENCE_KEY] = {"kind": kind, **info}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def inference_info(path: str | Path) -> dict[str, Any]:
+    """What a trained checkpoint says about its use; a folder that is not one (or is damaged) is an error
+    naming it."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path}: not a trained student (no config.json)")
+    try:
+        info = json.loads(config_path.read_text())[INFERENCE_KEY]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"damaged checkpoint config ({exc})", path=str(config_path)) from None
+    except (KeyError, TypeError):
+        raise DataError("not a checkpoint of this pipeline (its config has no "
+                        f"{INFERENCE_KEY!r} entry)", path=str(config_path)) from None
+    if not isinstance(info, dict) or not {"kind", "method_config", "max_input_tokens"} <= set(info):
+        raise DataError(f"damaged checkpoint config (incomplete {INFERENCE_KEY!r} entry)", path=str(config_path))
+    return info
+
+
 def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
-    """Load a checkpoint written by the ``train_test`` stage (``save_pretrained`` + ``student.json``)."""
+    """Load a checkpoint written by the ``train_score`` stage, with what its config says about its use."""
     _quiet()
     path = Path(path)
-    info_path = path / STUDENT_FILE
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{path}: not a trained student (no {STUDENT_FILE})")
-    info = json.loads(info_path.read_text())
-    if info.get("weights_kept") is False:
-        raise FileNotFoundError(f"{path}: its weights were not kept (trained with train.keep_weights: false); "
-                                "train the cell again with train.keep_weights: true to use it")
+    info = inference_info(path)
+    if not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"{path}: its weights were not kept (trained with run.keep_weights: false, or "
+                                "deleted); train the cell again with run.keep_weights: true to use it")
     kind = info["kind"]
-    tokenizer = AutoTokenizer.from_pretrained(path)
     auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
-    model = auto.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = auto.from_pretrained(path)
+    except (OSError, ValueError) as exc:  # a truncated or foreign file: one line, not a traceback
+        raise DataError(f"cannot load the checkpoint ({str(exc).splitlines()[0][:200]})", path=str(path)) from None
     if kind == "causal":
         tokenizer.padding_side = "left"
     model.eval()
@@ -334,11 +389,8 @@ def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
 
 
 def drop_weights(path: str | Path) -> None:
-    """Remove a trained student's weights, keeping ``student.json`` (marked ``weights_kept: false``), the
-    tokenizer and the training curve: what a cell of a grid too large to keep its checkpoints leaves."""
-    path = Path(path)
-    for f in [*path.glob("*.safetensors"), *path.glob("*.safetensors.index.json")]:
-        f.unlink()
-    info_path = path / STUDENT_FILE
-    info = json.loads(info_path.read_text())
-    info_path.write_text(json.dumps({**info, "weights_kept": False}, indent=2) + "\n")
+    """Remove a trained student's weights and tokenizer, keeping its ``config.json``: what a cell of a grid
+    too large to keep its checkpoints leaves (its record is the cell's ``student.json``)."""
+    for f in Path(path).iterdir():
+        if f.name != "config.json":
+            shutil.rmtree(f) if f.is_dir() else f.unlink()

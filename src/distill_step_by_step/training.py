@@ -7,22 +7,14 @@ gradient sync per step under DDP; :mod:`.methods` says which tasks and weights).
 (label-only greedy decoding) is measured every ``eval_every`` steps and the best checkpoint by
 *validation* accuracy is kept; test data never enters this module.
 
-Interrupted runs resume (:class:`Resume`): every ``save_every`` steps (by default: at the first evaluation
-after each ``save_every_minutes``) the full state (weights, optimizer, scheduler, RNG, data position,
-best-so-far, the training curve so far) is written atomically, and the best weights whenever they
-improve; starting the same cell again continues from there and ends exactly where an uninterrupted run
-ends. A state written for other settings, data or code is ignored.
-
 :func:`train_student` reads as the loop it is: build the student and encode the data, build the optimizer
-and its schedule, resume (:class:`Resume`), run the steps (:func:`run_steps`: step, log, validate and keep
-the best, save), and export the best checkpoint. CPU-only speed-ups are settings: ``freeze_embeddings``
-and ``dropout``.
+and its schedule, resume (:mod:`.resume`), run the steps (:func:`run_steps`: step, log, validate and keep
+the best, save), and export the best checkpoint. What it returns is split by what may be kept: the
+cell's record and validation curve depend on the inputs only; its timings go to the run log.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -38,16 +30,15 @@ from tqdm import tqdm
 
 from .cell import Cell, training_records
 from .datasets import get_spec
-from .jsonio import atomic_dir, code_fingerprint, content_hash
+from .jsonio import atomic_dir, round_sig
 from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
 from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
+from .resume import Resume, TrainState
 from .scoring import Score, score
-from .settings import MethodConfig, Settings, StudentConfig, TrainConfig
-from .students import STUDENT_FILE, Student, build_student
+from .settings import MethodConfig, RunConfig, Settings, StudentConfig, TrainConfig
+from .students import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
 
 Units = list[tuple[list[Row], float]]  # the task sub-batches of one micro-batch and their loss weights
-# Settings that do not change what training computes: a saved state stays valid when they change.
-_NOT_IN_STATE = ("eval_batch_size", "log_every", "keep_weights")
 
 
 @dataclass
@@ -82,25 +73,6 @@ class TrainHooks:
 
     on_step: Callable[[StepEvent], None] | None = None
     on_eval: Callable[[EvalEvent], None] | None = None
-
-
-@dataclass
-class TrainState:
-    """Where a cell's training stands: what a resumed run continues from."""
-
-    fingerprint: str
-    step: int = 0
-    epoch: int = 0
-    pos: int = 0  # the next batch of this epoch's order
-    best_accuracy: float = -1.0
-    best_step: int = 0
-    bad_evals: int = 0
-    stopped_early: bool = False
-    train_seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def done(self, cfg: TrainConfig) -> bool:
-        return self.step >= cfg.max_steps or self.stopped_early
 
 
 @dataclass
@@ -149,29 +121,6 @@ def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: Tra
     return EncodedCell(stats, label_rows, rationale_rows, costs, valid, max(len(r.target) for r in label_rows), identity)
 
 
-def freeze_embeddings(model: torch.nn.Module) -> None:
-    """Stop training the token-embedding tables: the model's input embeddings and, for an encoder-decoder,
-    the decoder's (an LM head tied to one shares its tensor, so it stays as it is too)."""
-    tables = [model.get_input_embeddings()]
-    decoder = getattr(model, "decoder", None)
-    if hasattr(decoder, "get_input_embeddings"):
-        tables.append(decoder.get_input_embeddings())
-    for table in tables:
-        table.weight.requires_grad_(False)
-
-
-def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Train with dropout ``p`` everywhere: ``nn.Dropout`` modules and the attention-probability dropout
-    that attention modules keep as a number (T5's ``dropout``, Llama's ``attention_dropout``)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(module, name, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):  # a config may say `0`
-                setattr(module, name, p)
-
-
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and norms; freshly initialised parameters (the cross-attention
     of a warm-started decoder) may get their own, larger learning rate (``lr_new_params``)."""
@@ -195,110 +144,6 @@ def lr_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opt
         return max(0.0, (cfg.max_steps - step) / max(1, cfg.max_steps - cfg.warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-class Resume:
-    """A cell's resumable state on disk: the latest full state, the best weights and the training curve.
-
-    States are written under a temporary name and swapped in with two renames (:meth:`recover` finishes
-    a swap a kill interrupted), so a kill at any moment keeps the last complete state.
-    """
-
-    def __init__(self, root: str | Path, fingerprint: str):
-        self.root = Path(root)
-        self.fingerprint = fingerprint
-        self.ckpt = self.root / "checkpoint"
-        self.best = self.root / "best"
-        self.live = self.root / "dvclive"
-
-    @classmethod
-    def for_cell(cls, root: str | Path, student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
-                 world: int, identity: list[Any]) -> "Resume":
-        """A cell's state, keyed on all that decides what its training computes: the student, the method,
-        the training settings, the seed, the number of processes, the examples and the package's code."""
-        settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IN_STATE}
-        return cls(root, content_hash([student_cfg, asdict(method), settings, seed, world, identity, code_fingerprint()]))
-
-    def saved_state(self) -> TrainState | None:
-        """The saved state, if there is one for these settings, data and code."""
-        path = self.ckpt / "trainer_state.json"
-        if not path.is_file():
-            return None
-        state = json.loads(path.read_text())
-        return TrainState(**state) if state.get("fingerprint") == self.fingerprint else None
-
-    def start(self, accelerator: Accelerator) -> tuple[TrainState, bool]:
-        """Load the saved state into the prepared objects, or start over; returns (state, resumed)."""
-        if accelerator.is_main_process:
-            self.recover()
-        accelerator.wait_for_everyone()
-        state = self.saved_state()
-        if state is not None:
-            accelerator.load_state(str(self.ckpt))
-            if accelerator.is_main_process:  # the curve as it was at the save: steps after it are redone
-                shutil.rmtree(self.live, ignore_errors=True)
-                shutil.copytree(self.ckpt / "dvclive", self.live)
-        elif accelerator.is_main_process and self.root.exists():
-            shutil.rmtree(self.root)  # a state for other settings, data or code
-        accelerator.wait_for_everyone()
-        return (state, True) if state is not None else (TrainState(self.fingerprint), False)
-
-    def save(self, accelerator: Accelerator, state: TrainState) -> None:
-        """Write the full training state (and the curve so far) under a temporary name, then swap it in."""
-        tmp = self.ckpt.with_name("checkpoint.tmp")
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            if self.live.exists():
-                shutil.copytree(self.live, tmp / "dvclive")
-            (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))  # written last: marks it complete
-            self.swap_in(tmp, self.ckpt)
-        accelerator.wait_for_everyone()
-
-    def save_best(self, model: torch.nn.Module, step: int, accuracy: float) -> None:
-        """Keep these weights as the best so far (main process only)."""
-        tmp = self.best.with_name("best.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "best.json").write_text(json.dumps({"step": step, "valid_accuracy": accuracy}))
-        self.swap_in(tmp, self.best)
-
-    def swap_in(self, tmp: Path, final: Path) -> None:
-        """Replace ``final`` by the complete ``tmp`` with two renames (``recover`` finishes a killed swap)."""
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)  # left over by a kill during the clean-up of an earlier swap
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def recover(self) -> None:
-        """Finish a swap that a kill interrupted between its two renames, so no saved work is lost.
-
-        ``final`` missing while ``final.old`` exists means the kill came after the first rename; ``tmp``
-        was already complete then (a swap starts only after it is written), so it becomes ``final``.
-        """
-        for final in (self.ckpt, self.best):
-            old, tmp = final.with_name(final.name + ".old"), final.with_name(final.name + ".tmp")
-            if old.exists() and not final.exists():
-                os.replace(tmp if tmp.exists() else old, final)
-            shutil.rmtree(old, ignore_errors=True)
-
-    def due(self, accelerator: Accelerator, cfg: TrainConfig, step: int, evaluating: bool, seconds_since_save: float) -> bool:
-        """Whether to write a state now: every ``save_every`` steps, or (by default) at an evaluation once
-        ``save_every_minutes`` have passed, so short CPU cells spend no time on states."""
-        if cfg.save_every:
-            return step % cfg.save_every == 0
-        if not evaluating:
-            return False
-        decision = seconds_since_save >= 60.0 * cfg.save_every_minutes
-        if accelerator.num_processes == 1:
-            return decision
-        # a time-based decision can differ between processes, and one would then wait in the save's barrier alone
-        flag = torch.tensor(float(decision), device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="max"))
 
 
 class BatchOrder:
@@ -344,8 +189,8 @@ def train_step(accelerator: Accelerator, model: torch.nn.Module, student: Studen
 
 
 def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student, enc: EncodedCell,
-             method: MethodConfig, answer_type: str, cfg: TrainConfig) -> tuple[float, float]:
-    """Label-only validation accuracy (lenient rule), each process decoding its shard; and its seconds."""
+             method: MethodConfig, answer_type: str, cfg: TrainConfig, batch_size: int) -> tuple[Score, float]:
+    """Label-only validation (lenient rule), each process decoding its shard; and its seconds."""
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()  # the seconds are the validation's, not the last step's queued work
     start = time.perf_counter()
@@ -354,15 +199,16 @@ def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student,
     inner = Student(accelerator.unwrap_model(model), student.tokenizer, student.kind, student.eos_id)
     with accelerator.autocast():
         outputs = generate(inner, [s for s, _ in shard], max_new_tokens=enc.max_label_tokens,
-                           batch_size=cfg.eval_batch_size, max_source=cfg.max_input_tokens, device=accelerator.device)
+                           batch_size=batch_size, max_source=cfg.max_input_tokens, device=accelerator.device)
     result = score(answer_type, [label_from_output(method, o) for o in outputs], [g for _, g in shard])
     counts = torch.tensor([result.correct, result.n], dtype=torch.int64, device=accelerator.device)
     correct, n = (int(c) for c in accelerator.reduce(counts, reduction="sum"))
-    return Score(n=n, correct=correct, exact_correct=0).accuracy, time.perf_counter() - start
+    return Score(n=n, correct=correct, exact_correct=0), time.perf_counter() - start
 
 
 class CurveLog:
-    """The training curve (dvclive, main process only) and the progress bar."""
+    """The training-loss curve (dvclive, main process only; part of the run log, not of the cell's outputs)
+    and the progress bar."""
 
     def __init__(self, resume: Resume, resumed: bool, main: bool, cfg: TrainConfig, state: TrainState, name: str):
         self.live = _open_live(resume.live, resumed) if main else None
@@ -396,10 +242,15 @@ def _open_live(path: Path, resume: bool):
     return Live(dir=str(path), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def record_eval(state: TrainState, accuracy: float, loss: float, cfg: TrainConfig) -> bool:
-    """Add a validation result to the state; returns whether it is the best so far."""
-    step = state.step
-    state.history.append({"step": step, "valid_accuracy": accuracy, "loss": loss})
+def record_eval(state: TrainState, result: Score, loss: float, cfg: TrainConfig) -> bool:
+    """Add a validation result to the state's curve; returns whether it is the best so far.
+
+    The curve keeps what the inputs decide and no more: the accuracy as a fraction of ``n`` (rounded to 4
+    places, exact for n <= 10,000) and the training loss to 4 significant digits, so that floating-point
+    noise between CPU models does not change the file."""
+    step, accuracy = state.step, result.accuracy
+    state.curve.append({"step": step, "valid_accuracy": round(accuracy, 4), "valid_n": result.n,
+                        "loss": round_sig(loss, 4)})
     if accuracy > state.best_accuracy:
         state.best_accuracy, state.best_step, state.bad_evals = accuracy, step, 0
         return True
@@ -421,6 +272,7 @@ class Loop:
     method: MethodConfig
     answer_type: str
     cfg: TrainConfig
+    run: RunConfig
     resume: Resume
     log: CurveLog
     hooks: TrainHooks
@@ -428,7 +280,7 @@ class Loop:
 
 def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     """Step, log, validate (keeping the best) and save resumable states until the cell is done."""
-    cfg, method, enc = loop.cfg, loop.method, loop.enc
+    cfg, run, method, enc = loop.cfg, loop.run, loop.method, loop.enc
     last_save, t_seg = time.monotonic(), time.perf_counter()
     loop.model.train()
     while not state.done(cfg):
@@ -440,12 +292,12 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
         if loop.hooks.on_step:
             loop.hooks.on_step(StepEvent(state.step, micro_batches))
         evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
-        if state.step % cfg.log_every == 0 or state.step == 1 or evaluating:
+        if state.step % run.log_every == 0 or state.step == 1 or evaluating:
             loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
             loop.log.train(state.step, loss_value, loop.scheduler.get_last_lr()[0])
         if evaluating:
-            evaluate_and_keep_best(loop, state, loss_value)
-        if not state.done(cfg) and loop.resume.due(loop.accelerator, cfg, state.step, evaluating,
+            validate_and_keep_best(loop, state, loss_value)
+        if not state.done(cfg) and loop.resume.due(loop.accelerator, run, state.step, evaluating,
                                                    time.monotonic() - last_save):
             now = time.perf_counter()
             state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
@@ -453,25 +305,37 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     state.train_seconds += time.perf_counter() - t_seg
 
 
-def evaluate_and_keep_best(loop: Loop, state: TrainState, loss: float) -> None:
+def validate_and_keep_best(loop: Loop, state: TrainState, loss: float) -> None:
     """Validate now; keep these weights if they are the best so far."""
-    acc, seconds = validate(loop.accelerator, loop.model, loop.student, loop.enc, loop.method, loop.answer_type, loop.cfg)
-    if record_eval(state, acc, loss, loop.cfg) and loop.accelerator.is_main_process:
-        loop.resume.save_best(loop.accelerator.unwrap_model(loop.model), state.step, acc)
-    loop.log.valid(state.step, acc, state)
+    result, seconds = validate(loop.accelerator, loop.model, loop.student, loop.enc, loop.method, loop.answer_type,
+                               loop.cfg, loop.run.valid_batch_size)
+    if record_eval(state, result, loss, loop.cfg) and loop.accelerator.is_main_process:
+        loop.resume.save_best(loop.accelerator.unwrap_model(loop.model), state.step, result.accuracy)
+    loop.log.valid(state.step, result.accuracy, state)
     if loop.hooks.on_eval:
-        loop.hooks.on_eval(EvalEvent(state.step, acc, seconds))
+        loop.hooks.on_eval(EvalEvent(state.step, result.accuracy, seconds))
 
 
-def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig, seed: int,
-                  out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
-                  hooks: TrainHooks | None = None, keep_state: bool = False) -> dict[str, Any]:
-    """Train one cell and write its best checkpoint (``save_pretrained`` + ``student.json``) to ``out_dir``.
+@dataclass
+class TrainResult:
+    """What training one cell gives: its record (``student.json``) and validation curve, which depend on
+    the inputs alone, and its timings, which depend on the machine (the run log)."""
 
-    Returns what ``student.json`` records: sizes, the best validation accuracy and step, timings. The
-    resumable state in ``state_dir`` is removed at the end, unless ``keep_state``: then the finished state
-    is saved there (the caller has more to do before the cell is complete, and a kill before then should
-    not cost the training: training the same cell again then only exports).
+    record: dict[str, Any]
+    curve: list[dict[str, Any]]
+    timings: dict[str, Any] = field(default_factory=dict)
+
+
+def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig,
+                  seed: int, out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
+                  hooks: TrainHooks | None = None, keep_state: bool = False, run: RunConfig = RunConfig(),
+                  log_dir: str | Path | None = None) -> TrainResult:
+    """Train one cell and write its best checkpoint (``save_pretrained``, with what inference needs in its
+    config) to ``out_dir``; the training-loss curve (dvclive) goes to ``log_dir`` when given.
+
+    The resumable state in ``state_dir`` is removed at the end, unless ``keep_state``: then the finished
+    state is saved there (the caller has more to do before the cell is complete, and a kill before then
+    should not cost the training: training the same cell again then only exports).
     """
     info, student_cfg = info or {}, StudentConfig.of(student_cfg)
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
@@ -495,7 +359,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     start_step = state.step
     # the steps
     log = CurveLog(resume, resumed, main, cfg, state, info.get("cell", "train"))
-    loop = Loop(accelerator, model, student, optimizer, scheduler, enc, method, data.answer_type, cfg, resume, log,
+    loop = Loop(accelerator, model, student, optimizer, scheduler, enc, method, data.answer_type, cfg, run, resume, log,
                 hooks or TrainHooks())
     run_steps(loop, state, BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state))
     log.close()
@@ -503,21 +367,27 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
         resume.save(accelerator, state)
     accelerator.wait_for_everyone()
     # the best checkpoint
-    summary = _summary(info, student_cfg, method, cfg, seed, enc, student, state, resumed, accelerator)
+    result = TrainResult(_record(info, student_cfg, method, cfg, seed, enc, student, state, accelerator),
+                         list(state.curve), _timings(state, resumed, start_step))
     if main:
-        export(out_dir, resume, student, summary)
+        export(out_dir, resume, student, _inference_info(info, method, cfg, enc))
+        if log_dir is not None and resume.live.exists():
+            shutil.rmtree(Path(log_dir) / "dvclive", ignore_errors=True)
+            shutil.copytree(resume.live, Path(log_dir) / "dvclive")
         if not keep_state:
             shutil.rmtree(resume.root, ignore_errors=True)
     accelerator.wait_for_everyone()
-    return summary
+    return result
 
 
-def _summary(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
-             enc: EncodedCell, student: Student, state: TrainState, resumed: bool, accelerator: Accelerator) -> dict[str, Any]:
-    """What ``student.json`` records about the cell's training."""
+def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
+            enc: EncodedCell, student: Student, state: TrainState, accelerator: Accelerator) -> dict[str, Any]:
+    """What ``student.json`` records about the cell's training: settings, counts, sizes and the chosen
+    checkpoint. Nothing here depends on the clock or the machine."""
     params = student.num_parameters()
     return {
         **info,
+        "kind": student.kind,
         "method_config": asdict(method),
         "student_config": student_cfg.as_dict(),
         "train_config": asdict(cfg),
@@ -532,27 +402,33 @@ def _summary(info: dict[str, Any], student_cfg: StudentConfig, method: MethodCon
         "steps": state.step,
         "stopped_early": state.stopped_early,
         "best_step": state.best_step,
-        "best_valid_accuracy": state.best_accuracy,
+        "best_valid_accuracy": round(state.best_accuracy, 4),
         "max_label_tokens": enc.max_label_tokens,
-        "train_seconds": round(state.train_seconds, 2),
-        "seconds_per_step": round(state.train_seconds / max(1, state.step), 4),
-        "resumed": resumed,
-        "history": state.history,
         "devices": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
     }
 
 
-def export(out_dir: str | Path, resume: Resume, student: Student, summary: dict[str, Any]) -> None:
-    """The cell's output: the best weights, the tokenizer, ``student.json`` and the training curve."""
+def _timings(state: TrainState, resumed: bool, start_step: int) -> dict[str, Any]:
+    return {"train_seconds": round(state.train_seconds, 2),
+            "seconds_per_step": round(state.train_seconds / max(1, state.step), 4),
+            "resumed_at_step": start_step if resumed else None}
+
+
+def _inference_info(info: dict[str, Any], method: MethodConfig, cfg: TrainConfig, enc: EncodedCell) -> dict[str, Any]:
+    """What a checkpoint must carry to be used alone (``distill-predict``): how it reads inputs and answers."""
+    return {"dataset": info.get("dataset"), "method_config": asdict(method), "max_input_tokens": cfg.max_input_tokens,
+            "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens}
+
+
+def export(out_dir: str | Path, resume: Resume, student: Student, inference: dict[str, Any]) -> None:
+    """The cell's checkpoint: the best weights, the tokenizer, and a config that says how to use them."""
     with atomic_dir(out_dir) as tmp:
         for f in resume.best.iterdir():
             if f.name != "best.json":
                 shutil.copy2(f, tmp / f.name)
         student.tokenizer.save_pretrained(tmp)
-        (tmp / STUDENT_FILE).write_text(json.dumps({"kind": student.kind, **summary}, indent=2) + "\n")
-        if resume.live.exists():
-            shutil.copytree(resume.live, tmp / "training")
+        save_inference_info(tmp, student.kind, inference)
 
 
 def state_dir(out_dir: str | Path, state_root: str | Path = ".resume") -> Path:
@@ -560,11 +436,12 @@ def state_dir(out_dir: str | Path, state_root: str | Path = ".resume") -> Path:
     return Path(state_root) / Path(out_dir)
 
 
-def train_cell(settings: Settings, cell: Cell, out_dir: str | Path, *, corpus_root: str | Path = "data/corpus",
-               splits_root: str | Path = "data/splits", state_root: str | Path = ".resume",
-               keep_state: bool = False) -> dict[str, Any]:
+def train_cell(settings: Settings, cell: Cell, out_dir: str | Path, *, data_root: str | Path = "data",
+               state_root: str | Path = ".resume", keep_state: bool = False,
+               log_dir: str | Path | None = None) -> TrainResult:
     """Train the cell's student on its training fraction, validating on the shared validation set."""
-    train, valid = training_records(cell, corpus_root, splits_root)
+    train, valid = training_records(cell, Path(data_root) / "corpus", Path(data_root) / "splits")
     data = CellData(train, valid, get_spec(cell.dataset).answer_type)
     return train_student(settings.student(cell.student), settings.method(cell.method), data, settings.train,
-                         cell.seed, out_dir, state_dir(out_dir, state_root), cell.info(), keep_state=keep_state)
+                         cell.seed, out_dir, state_dir(out_dir, state_root), cell.info(), keep_state=keep_state,
+                         run=settings.run, log_dir=log_dir)
