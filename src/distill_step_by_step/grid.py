@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from .cell import ASSEMBLE_ENV, GRIDS_DIR as GRIDS, METRICS_FILE, WORKER_ENV, Cell
+from .cell import ASSEMBLE_ENV, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .errors import StageError
 from .profiles import apply_profile, load_profile
 from .settings import Settings, parse_settings, read_params
@@ -50,6 +50,8 @@ GRIDS_DIR = Path(GRIDS)
 PIPELINE_LINK = "../../dvc.yaml"
 TIMES_FILE = "cell_times.json"
 REMOTE_NAME = "grid"  # the remote a worker or an assembly is given, as a local (uncommitted) DVC remote
+STORE = "store"  # the DVC remote inside the repository (store/) that keeps the committed cells' small outputs
+DEFAULT = "default"  # how the commands name the embedded default (the repository's own pipeline)
 ARCHIVE_STAGE = "data/raw/dss-datasets.zip.dvc"
 DATA_STAGE = "baseline"  # the last of the data stages every cell needs
 GUESS_MINUTES = 30.0  # a cell's estimate before any cell of its kind has been measured: err on the long side
@@ -58,14 +60,19 @@ SAFETY = 1.25  # measured times are medians; a cell may take a little longer
 
 @dataclass(frozen=True)
 class Grid:
-    """A profile's grid pipeline under ``grids/<profile>/`` (paths relative to the repository root)."""
+    """A profile's grid pipeline under ``grids/<profile>/``, or (``profile`` None) the embedded default's,
+    the repository's own ``dvc.yaml`` and ``params.yaml`` (paths relative to the repository root)."""
 
-    profile: str
+    profile: str | None
     root: Path = Path(".")
 
     @property
+    def name(self) -> str:
+        return self.profile or DEFAULT
+
+    @property
     def folder(self) -> Path:
-        return self.root / GRIDS_DIR / self.profile
+        return self.root if self.profile is None else self.root / GRIDS_DIR / self.profile
 
     @property
     def params_path(self) -> Path:
@@ -74,15 +81,15 @@ class Grid:
     @property
     def pipeline(self) -> str:
         """The pipeline file as DVC targets name it, relative to the repository root."""
-        return (GRIDS_DIR / self.profile / "dvc.yaml").as_posix()
+        return "dvc.yaml" if self.profile is None else (GRIDS_DIR / self.profile / "dvc.yaml").as_posix()
 
     def target(self, stage: str) -> str:
         return f"{self.pipeline}:{stage}"
 
     def settings(self) -> Settings:
         if not self.params_path.is_file():
-            raise StageError(f"no grid {self.profile!r}: {self.params_path} is missing "
-                             f"(python -m distill_step_by_step.grid init {self.profile})")
+            raise StageError(f"no grid {self.name!r}: {self.params_path} is missing "
+                             f"(python -m distill_step_by_step.grid init {self.name})")
         return parse_settings(read_params(self.params_path), str(self.params_path))
 
     def cells(self) -> list[Cell]:
@@ -99,6 +106,18 @@ class Grid:
         settings, locked = self.settings(), self.locked()
         return {c for c in self.cells()
                 if c.stage in locked and (self.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()}
+
+    def kept_outputs(self, cells: list[Cell] | set[Cell]) -> list[str]:
+        """The outputs of these cells that the repository keeps in its ``store`` remote: every cell's record
+        and predictions, and its checkpoint folder where the grid keeps no weights (then it is its config)."""
+        paths = self.settings().paths
+        outs = []
+        for c in sorted(cells, key=lambda c: c.name):
+            outs += [(c.results_dir(paths.results) / RECORD_FILE).as_posix(),
+                     (c.results_dir(paths.results) / PREDICTIONS_FILE).as_posix()]
+            if not self.settings().run.keep_weights:
+                outs.append(c.model_dir(paths.models).as_posix())
+        return outs
 
     def times_path(self) -> Path:
         return self.folder / TIMES_FILE
@@ -242,7 +261,7 @@ def fetch_archive(remote: bool) -> None:
 
 def prepare(grid: Grid, remote: str | None) -> None:
     """What every cell needs: the grid's pipeline, the remote, the archive, the run-cache, the data stages."""
-    if (why := out_of_date(grid.profile, grid.root)) is not None:
+    if grid.profile is not None and (why := out_of_date(grid.profile, grid.root)) is not None:
         raise StageError(f"grid {grid.profile}: {why} (python -m distill_step_by_step.grid init {grid.profile})")
     if remote:
         use_remote(remote)
@@ -291,17 +310,31 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
 
 
 def assemble(grid: Grid, remote: str | None) -> list[Cell]:
-    """Restore every cell finished in the remote into this pipeline (training none), then build the report;
-    returns the cells still missing."""
+    """Restore every cell finished in the remote into this pipeline (training none), build the report and
+    keep the cells' small outputs in the repository's store; returns the cells still missing."""
     prepare(grid, remote)
     missing = [c for c in grid.cells() if c not in grid.finished()]
     if missing:
         dvc("repro", "-s", "--keep-going", *[grid.target(c.stage) for c in missing], env={ASSEMBLE_ENV: "1"},
             check=False)
-    still = [c for c in grid.cells() if c not in grid.finished()]
-    if len(still) < len(grid.cells()):
+    finished = grid.finished()
+    if finished:
         dvc("repro", "-s", grid.target("report"))
-    return still
+        keep(grid)
+    return [c for c in grid.cells() if c not in finished]
+
+
+def keep(grid: Grid) -> None:
+    """Push the finished cells' small outputs into the repository's DVC remote ``store`` (commit it with git)."""
+    dvc("push", "-q", "-r", STORE, *grid.kept_outputs(grid.finished()))
+
+
+def report(grid: Grid) -> None:
+    """Rebuild the grid's report from what the repository keeps, training nothing: the cells' small outputs
+    come from the store, and only the ``report`` stage runs (``dvc repro -s``)."""
+    if finished := grid.finished():
+        dvc("pull", "-q", "-r", STORE, *grid.kept_outputs(finished))
+    dvc("repro", "-s", grid.target("report"))
 
 
 def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
@@ -359,10 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="action", required=True)
     sub.add_parser("init", help="write grids/<profile>/ from params.yaml and profiles/<profile>.yaml").add_argument("profile")
     w = sub.add_parser("work", help="run one worker's share of the grid")
-    a = sub.add_parser("assemble", help="restore every finished cell from the remote and build the report")
+    a = sub.add_parser("assemble", help="restore every finished cell from the remote, build the report, keep them")
     s = sub.add_parser("status", help="finished and missing cells, with estimates")
-    for p in (w, a, s):
-        p.add_argument("profile")
+    r = sub.add_parser("report", help="rebuild the report from the cells the repository keeps (trains nothing)")
+    k = sub.add_parser("keep", help="push the finished cells' small outputs into the repository's store")
+    for p in (w, a, s, r, k):
+        p.add_argument("profile", help=f"a profile with a grid under grids/, or {DEFAULT} (the repository's own pipeline)")
     for p in (w, a):
         p.add_argument("--remote", help="a DVC remote URL or folder the workers share (none: this clone alone)")
     w.add_argument("--worker", type=_worker, default=(1, 1), help="I/N: this worker's share of N (default 1/1)")
@@ -371,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--guess-minutes", type=float, default=GUESS_MINUTES,
                        help="estimate for a cell of a kind not measured yet (default %(default)s)")
     args = ap.parse_args(argv)
-    grid = Grid(args.profile)
+    grid = Grid(None if args.profile == DEFAULT else args.profile)
     try:
         if args.action == "init":
             init(args.profile)
@@ -383,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             still = assemble(grid, args.remote)
             print("\n".join(status_lines(grid)))
             print(f"\nto keep them: git add {grid.folder} {grid.settings().paths.results} "
-                  f"{grid.settings().paths.reports} && git commit")
+                  f"{grid.settings().paths.reports} {STORE} && git commit")
             return 0 if len(still) < len(grid.cells()) else 1
+        elif args.action == "report":
+            report(grid)
+        elif args.action == "keep":
+            keep(grid)
         else:
             print("\n".join(status_lines(grid, args.guess_minutes)))
     except (StageError, ValueError) as exc:
