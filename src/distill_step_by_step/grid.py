@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from .cell import ASSEMBLE_ENV, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
+from .cell import ASSEMBLE_ENV, CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .errors import StageError
 from .profiles import apply_profile, load_profile
 from .settings import Settings, parse_settings, read_params
@@ -108,13 +108,14 @@ class Grid:
                 if c.stage in locked and (self.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()}
 
     def kept_outputs(self, cells: list[Cell] | set[Cell]) -> list[str]:
-        """The outputs of these cells that the repository keeps in its ``store`` remote: every cell's record
-        and predictions, and its checkpoint folder where the grid keeps no weights (then it is its config)."""
+        """The outputs of these cells that the repository keeps in its ``store`` remote: every cell's record,
+        predictions, metrics and curve, and its checkpoint folder where the grid keeps no weights (then it is
+        its config alone)."""
         paths = self.settings().paths
         outs = []
         for c in sorted(cells, key=lambda c: c.name):
-            outs += [(c.results_dir(paths.results) / RECORD_FILE).as_posix(),
-                     (c.results_dir(paths.results) / PREDICTIONS_FILE).as_posix()]
+            outs += [(c.results_dir(paths.results) / name).as_posix()
+                     for name in (RECORD_FILE, PREDICTIONS_FILE, METRICS_FILE, CURVE_FILE)]
             if not self.settings().run.keep_weights:
                 outs.append(c.model_dir(paths.models).as_posix())
         return outs
@@ -243,10 +244,11 @@ def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True, quiet
 
 
 def use_remote(url: str) -> None:
-    """Make ``url`` (any DVC remote: a folder, s3://, ssh://, ...) this clone's ``grid`` remote (local config)."""
+    """Make ``url`` (any DVC remote: a folder, s3://, ssh://, ...) this clone's default remote, named ``grid``
+    (local config: nothing committed); ``dvc repro --pull`` fetches what a restored cell needs from it."""
     if "://" not in url:
         url = str(Path(url).resolve())
-    dvc("remote", "add", "--local", "--force", REMOTE_NAME, url, quiet=True)
+    dvc("remote", "add", "--local", "--force", "--default", REMOTE_NAME, url, quiet=True)
 
 
 def fetch_archive(remote: bool) -> None:
@@ -268,7 +270,7 @@ def prepare(grid: Grid, remote: str | None) -> None:
     fetch_archive(bool(remote))
     if remote:  # every cell other workers pushed: DVC restores them instead of training them again
         dvc("fetch", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(DATA_STAGE), check=False)
-    dvc("repro", grid.target(DATA_STAGE))
+    dvc("repro", *(["--pull"] if remote else []), grid.target(DATA_STAGE))
 
 
 # ----- the commands -----
@@ -293,7 +295,10 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
             report["not_started"].append(cell.name)
             continue
         t0, wall = time.monotonic(), time.time()
-        if dvc("repro", "-s", grid.target(cell.stage), env={WORKER_ENV: f"{worker}/{workers}"}, check=False) != 0:
+        if remote:  # what other workers finished since this one started
+            dvc("fetch", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(DATA_STAGE), check=False, quiet=True)
+        repro = ["repro", *(["--pull"] if remote else []), "-s", grid.target(cell.stage)]
+        if dvc(*repro, env={WORKER_ENV: f"{worker}/{workers}"}, check=False) != 0:
             report["failed"].append(cell.name)
             continue
         if trained_since(grid, cell, wall):  # a cell restored from the run-cache says nothing of its cost
@@ -315,8 +320,8 @@ def assemble(grid: Grid, remote: str | None) -> list[Cell]:
     prepare(grid, remote)
     missing = [c for c in grid.cells() if c not in grid.finished()]
     if missing:
-        dvc("repro", "-s", "--keep-going", *[grid.target(c.stage) for c in missing], env={ASSEMBLE_ENV: "1"},
-            check=False)
+        dvc("repro", *(["--pull"] if remote else []), "-s", "--keep-going", *[grid.target(c.stage) for c in missing],
+            env={ASSEMBLE_ENV: "1"}, check=False)
     finished = grid.finished()
     if finished:
         dvc("repro", "-s", grid.target("report"))
