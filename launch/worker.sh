@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One worker of a grid, in its own clone of this repository:
+#   launch/worker.sh <profile> <remote> <I/N> [more `grid work` options, e.g. --budget 2h]
+# The clone lives in $DSS_WORKDIR/<profile>-<I> (default: .workers/ beside this checkout's files), so a
+# worker started again with the same I after a kill or a preemption finds the cell it was training and
+# resumes it. It runs this checkout's commit with this checkout's environment ($DSS_VENV, default .venv).
+set -euo pipefail
+profile=${1:?usage: launch/worker.sh <profile> <remote> <I/N> [grid work options]}
+remote=${2:?a DVC remote URL or folder every worker reaches}
+share=${3:?I/N: this worker's share}
+shift 3
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv=${DSS_VENV:-$repo/.venv}
+case "$remote" in *://*) ;; *) remote=$(cd "$remote" 2>/dev/null && pwd || echo "$remote") ;; esac
+work=${DSS_WORKDIR:-$repo/.workers}/$profile-${share%%/*}
+if [ ! -d "$work/.git" ]; then
+  git clone -q "$repo" "$work"
+fi
+git -C "$work" fetch -q "$repo" HEAD && git -C "$work" checkout -q --detach FETCH_HEAD
+[ -e "$work/../shared" ] || [ ! -e "$repo/../shared" ] || ln -s "$repo/../shared" "$work/../shared"
+cd "$work"
+export PATH="$venv/bin:$PATH" PYTHONPATH="$work/src" TOKENIZERS_PARALLELISM=false
+exec python -m distill_step_by_step.grid work "$profile" --remote "$remote" --worker "$share" "$@"
