@@ -4,10 +4,10 @@ import argparse
 import json
 from pathlib import Path
 
-from distill_step_by_step.baseline import teacher_baseline
+from distill_step_by_step.baseline import teacher_baseline, teacher_predictions
 from distill_step_by_step.cell import test_ids_path
 from distill_step_by_step.errors import run_stage
-from distill_step_by_step.jsonio import write_json
+from distill_step_by_step.jsonio import write_json, write_jsonl
 from distill_step_by_step.settings import load_settings
 
 
@@ -16,10 +16,14 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/corpus")
     ap.add_argument("--test-sets", default="data/test_sets")
     ap.add_argument("--out", default="reports/baseline.json")
+    ap.add_argument("--predictions", default="reports/teacher", help="the teacher's answer per test example, per dataset")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    result = {name: teacher_baseline(Path(args.corpus) / name, name, test_ids_path(args.test_sets, name))
-              for name in load_settings(args.params).data.datasets}
+    datasets = load_settings(args.params).data.datasets
+    result = {name: teacher_baseline(Path(args.corpus) / name, name, test_ids_path(args.test_sets, name)) for name in datasets}
+    for name in datasets:
+        write_jsonl(Path(args.predictions) / f"{name}.jsonl",
+                    teacher_predictions(Path(args.corpus) / name, name, test_ids_path(args.test_sets, name)))
     write_json(args.out, result)
     print(json.dumps({name: {k: v for k, v in r.items() if k != "rules"} for name, r in result.items()}, indent=1))
 

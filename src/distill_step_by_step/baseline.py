@@ -4,7 +4,8 @@ Per dataset, ``reports/baseline.json`` holds the teacher scored on the students'
 (``test.ids``; the same examples the students are scored on) and, under ``full_test``, on the whole
 official test split, each under both rules of :mod:`.scoring`: ``accuracy`` (lenient, our headline rule)
 and ``exact_accuracy`` (the authors' exact match, the figure to compare with the paper). An unparsed
-completion counts as wrong under both.
+completion counts as wrong under both. ``teacher_predictions`` gives the teacher's answer on each of the
+students' test examples, in test order, so that the report can pair it with every student's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from .corpus import read_corpus, teacher_answer
 from .datasets import get_spec
 from .jsonio import read_lines
-from .scoring import RULES, score
+from .scoring import RULES, is_correct, is_exact, score
 
 
 def score_teacher(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
@@ -33,3 +34,17 @@ def teacher_baseline(corpus_dir: str | Path, dataset: str, test_ids_path: str | 
     result["full_test"] = score_teacher(records, answer_type)
     result["rules"] = RULES
     return result
+
+
+def teacher_predictions(corpus_dir: str | Path, dataset: str, test_ids_path: str | Path) -> list[dict[str, Any]]:
+    """The teacher's answer on each of the students' test examples, in the test manifest's order (the order
+    every student's predictions.jsonl has)."""
+    answer_type = get_spec(dataset).answer_type
+    by_id = {r["id"]: r for r in read_corpus(corpus_dir, "test")}
+    rows = []
+    for i in read_lines(test_ids_path):
+        rec, label = by_id[i], teacher_answer(by_id[i])
+        rows.append({"id": i, "prediction": label, "gold": rec["label"],
+                     "correct": is_correct(answer_type, label, rec["label"]),
+                     "exact": is_exact(answer_type, label, rec["label"])})
+    return rows

@@ -40,9 +40,11 @@ class DatasetSpec:
     """A benchmark: its answer type, its splits and how to normalise a raw row."""
 
     name: str
+    title: str  # how reports name it
     answer_type: str  # "choice" | "nli" | "equation" (how answers are scored)
     splits: dict[str, SplitSource]
     normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]
+    chance: float | None  # accuracy of guessing uniformly among the answer options (None: no closed answer set)
     pool_note: str | None = None
 
 
@@ -109,28 +111,28 @@ def _norm_svamp(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
 
 DATASETS: dict[str, DatasetSpec] = {
     "cqa": DatasetSpec(
-        "cqa", "choice",
+        "cqa", "CommonsenseQA", "choice",
         {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
          "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
-        _norm_cqa,
+        _norm_cqa, 1 / 5,
     ),
     "svamp": DatasetSpec(
-        "svamp", "equation",
+        "svamp", "SVAMP", "equation",
         {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
          "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
-        _norm_svamp,
+        _norm_svamp, None,
     ),
     "esnli": DatasetSpec(
-        "esnli", "nli",
+        "esnli", "e-SNLI", "nli",
         {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
          "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
-        _norm_nli(None), POOL_NOTE,
+        _norm_nli(None), 1 / 3, POOL_NOTE,
     ),
     "anli1": DatasetSpec(
-        "anli1", "nli",
+        "anli1", "ANLI-R1", "nli",
         {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
          "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
-        _norm_nli("uid"), POOL_NOTE,
+        _norm_nli("uid"), 1 / 3, POOL_NOTE,
     ),
 }
 

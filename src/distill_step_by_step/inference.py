@@ -11,7 +11,7 @@ import torch
 from .cell import Cell, test_records
 from .datasets import get_spec
 from .jsonio import write_json, write_jsonl
-from .methods import explain_source, label_from_output, predict_source, rationale_from_output
+from .methods import explain_source, get_method, label_from_output, predict_source
 from .modeling import generate
 from .scoring import is_correct, is_exact, score
 from .settings import MethodConfig, RunConfig
@@ -45,12 +45,11 @@ def predict(student: Student, info: dict[str, Any], method: MethodConfig, record
 
 def _rationales(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
                 outputs: list[str], batch_size: int, max_source: int) -> list[str | None]:
-    if method.name == "step_by_step":
-        return generate(student, [explain_source(r, student.pair_separator) for r in records],
+    def explain(recs: list[dict[str, Any]]) -> list[str]:
+        return generate(student, [explain_source(r, student.pair_separator) for r in recs],
                         max_new_tokens=int(info["max_target_tokens"]), batch_size=batch_size, max_source=max_source)
-    if method.name == "single_task":
-        return [rationale_from_output(o) for o in outputs]
-    return [None] * len(records)  # trained without rationales: nothing to show
+
+    return get_method(method.name).rationales(explain, records, outputs)
 
 
 def score_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str,

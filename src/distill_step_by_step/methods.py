@@ -1,4 +1,5 @@
-"""The four training methods and how each turns corpus records into (source, target) text pairs.
+"""The training methods, each one object in one registry: what it trains on, which task sub-batches a step
+runs with which loss weights, how its output is read back, how it shows rationales, and how reports name it.
 
 * ``finetune``: input -> gold label (standard fine-tuning).
 * ``distill``: input -> teacher label (standard distillation; the unlabeled setting).
@@ -6,9 +7,11 @@
   together with loss ``alpha * L_label + (1 - alpha) * L_rationale``; labels gold or teacher.
 * ``single_task``: input -> ``rationale Answer: label`` (ablation); the label is read back from the output.
 
-This module is the one home of the two tasks: which pairs each method trains (:func:`training_examples`),
-which task sub-batches a step runs with which weights (:func:`task_units`) and how their losses are
-combined (:func:`weighted_loss`). ``alpha`` and the label source are declared in ``settings.MethodConfig``.
+Adding a method is one :class:`Method` subclass passed to :func:`register` (its settings, its examples,
+its task units for a given step, its output reading, its title and plot style), and its tests; the
+settings, the training loop, inference and the report take everything from here. A module named in the
+environment variable ``DSS_PLUGINS`` is imported when the registry is first read: a method (or a dataset)
+defined outside the package registers itself there.
 
 Rows whose teacher output did not parse cannot provide a teacher label or rationale: they are dropped
 from the tasks that need them and counted (``RowStats``), never silently.
@@ -16,18 +19,22 @@ from the tasks that need them and counted (``RowStats``), never silently.
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .datasets import student_text
-from .settings import MethodConfig
 
 if TYPE_CHECKING:
     import torch
 
+    from .settings import MethodConfig
+
 R = TypeVar("R")  # a tokenised row (modeling.Row)
+Units = list[tuple[list[Any], float]]  # the task sub-batches of one micro-batch and their loss weights
 
 PREDICT_PREFIX = "predict: "
 EXPLAIN_PREFIX = "explain: "
@@ -58,10 +65,172 @@ class RowStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-def predict_source(record: dict[str, Any], method: MethodConfig, separator: str | None) -> str:
+def target_label(record: dict[str, Any], cfg: "MethodConfig") -> str | None:
+    """The label a method trains (and validates) on: gold, or the teacher's when it parsed."""
+    if cfg.labels == "gold":
+        return record["label"]
+    return record["teacher_label"] if record.get("teacher_ok") else None
+
+
+def has_rationale(record: dict[str, Any]) -> bool:
+    """Whether the teacher's rationale of a record parsed."""
+    return bool(record.get("teacher_ok")) and bool(record.get("rationale"))
+
+
+class Method:
+    """A training method. The base class is standard fine-tuning's behaviour: one label task, weight 1."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # how reports name it
+    style: ClassVar[tuple[str, str]] = ("gray", "x")  # plot colour and marker
+    settings: ClassVar[tuple[str, ...]] = ()  # what params.yaml may set under methods.<name>
+    fixed: ClassVar[Mapping[str, Any]] = {}  # the settings it fixes (finetune trains on gold labels)
+    compared_as: ClassVar[str | None] = None  # the rival's name in the paper's claim (a), if step-by-step is compared with it
+
+    def predict_source(self, record: dict[str, Any], separator: str | None) -> str:
+        """The text the student sees when asked for a label (also at test time)."""
+        return student_text(record, separator)
+
+    def example(self, record: dict[str, Any], label: str, separator: str | None, stats: RowStats) -> TextExample | None:
+        """The training example of one record with its label (None: the record cannot be used)."""
+        return TextExample(self.predict_source(record, separator), label)
+
+    def examples(self, records: list[dict[str, Any]], cfg: "MethodConfig",
+                 separator: str | None) -> tuple[list[TextExample], RowStats]:
+        """Text examples from corpus records, with counts of what was dropped and why."""
+        stats = RowStats(examples=len(records))
+        out: list[TextExample] = []
+        for rec in records:
+            label = target_label(rec, cfg)
+            if label is None:
+                stats.drop("teacher label unparsed")
+                continue
+            ex = self.example(rec, label, separator, stats)
+            if ex is None:
+                continue
+            stats.used += 1
+            stats.with_rationale += ex.rationale_target is not None or self.rationale_in_label
+            out.append(ex)
+        return out, stats
+
+    rationale_in_label: ClassVar[bool] = False  # the label target carries the rationale (single_task)
+
+    def units(self, cfg: "MethodConfig", step: int, batch: Sequence[int], label_rows: Sequence[R],
+              rationale_rows: Mapping[int, R], grad_accum: int = 1) -> Units:
+        """The task sub-batches of one micro-batch at optimizer step ``step`` and their loss weights, divided
+        by ``grad_accum`` so that accumulated micro-batches add up to one step's loss."""
+        return [([label_rows[i] for i in batch], 1.0 / grad_accum)]
+
+    def read_label(self, text: str) -> str:
+        """The label in a decoded output."""
+        return text.strip()
+
+    def rationales(self, explain: Any, records: list[dict[str, Any]], outputs: list[str]) -> list[str | None]:
+        """Rationales to show beside predictions; ``explain(sources)`` decodes ``explain:`` inputs."""
+        return [None] * len(records)  # trained without rationales: nothing to show
+
+
+class FineTune(Method):
+    name, title, style, fixed, compared_as = ("finetune", "standard fine-tuning", ("tab:blue", "o"),
+                                              {"labels": "gold"}, "fine-tuning")
+
+
+class Distill(Method):
+    name, title, style, fixed, compared_as = ("distill", "standard distillation", ("tab:orange", "s"),
+                                              {"labels": "teacher"}, "distillation")
+
+
+class StepByStep(Method):
+    name, title, style, settings = "step_by_step", "distilling step-by-step", ("tab:green", "^"), ("alpha", "labels")
+
+    def predict_source(self, record: dict[str, Any], separator: str | None) -> str:
+        return PREDICT_PREFIX + student_text(record, separator)
+
+    def example(self, record: dict[str, Any], label: str, separator: str | None, stats: RowStats) -> TextExample:
+        ex = TextExample(self.predict_source(record, separator), label)
+        if has_rationale(record):
+            ex.rationale_source, ex.rationale_target = explain_source(record, separator), record["rationale"]
+        else:
+            stats.drop("rationale unparsed (label task kept)")
+        return ex
+
+    def units(self, cfg: "MethodConfig", step: int, batch: Sequence[int], label_rows: Sequence[R],
+              rationale_rows: Mapping[int, R], grad_accum: int = 1) -> Units:
+        """The label task with weight ``alpha`` and the rationale task with ``1 - alpha`` (each a token-mean
+        loss, as the authors' two forward passes); a task with zero weight is not computed at all."""
+        units: Units = []
+        if cfg.alpha > 0.0:
+            units.append(([label_rows[i] for i in batch], cfg.alpha / grad_accum))
+        rationales = [rationale_rows[i] for i in batch if i in rationale_rows]
+        if cfg.alpha < 1.0 and rationales:
+            units.append((rationales, (1.0 - cfg.alpha) / grad_accum))
+        return units
+
+    def rationales(self, explain: Any, records: list[dict[str, Any]], outputs: list[str]) -> list[str | None]:
+        return explain(records)
+
+
+class SingleTask(Method):
+    name, title, style, settings = "single_task", "single-task (rationale+label)", ("tab:purple", "D"), ("labels",)
+    rationale_in_label = True
+
+    def example(self, record: dict[str, Any], label: str, separator: str | None, stats: RowStats) -> TextExample | None:
+        if not has_rationale(record):
+            stats.drop("teacher rationale unparsed")
+            return None
+        return TextExample(student_text(record, separator), single_task_target(record["rationale"], label))
+
+    def read_label(self, text: str) -> str:
+        return _split_answer(text)[1]
+
+    def rationales(self, explain: Any, records: list[dict[str, Any]], outputs: list[str]) -> list[str | None]:
+        return [rationale_from_output(o) for o in outputs]
+
+
+_REGISTRY: dict[str, Method] = {}
+_PLUGINS_LOADED = False
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (its ``name`` must be new)."""
+    if method.name in _REGISTRY and type(_REGISTRY[method.name]) is not type(method):
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``DSS_PLUGINS`` (comma-separated) once: they register their methods and datasets."""
+    global _PLUGINS_LOADED
+    if not _PLUGINS_LOADED:
+        _PLUGINS_LOADED = True
+        for name in filter(None, (m.strip() for m in os.environ.get("DSS_PLUGINS", "").split(","))):
+            importlib.import_module(name)
+
+
+def registry() -> dict[str, Method]:
+    """Every registered method by name, in registration order."""
+    load_plugins()
+    return _REGISTRY
+
+
+def get_method(name: str) -> Method:
+    """A registered method by name; unknown names list the known ones."""
+    try:
+        return registry()[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(registry())}") from None
+
+
+for _method in (FineTune(), Distill(), StepByStep(), SingleTask()):
+    register(_method)
+
+
+# ----- what the rest of the package calls: each asks the method of the settings it is given -----
+
+def predict_source(record: dict[str, Any], cfg: "MethodConfig", separator: str | None) -> str:
     """The text the student sees when asked for a label (also at test time)."""
-    text = student_text(record, separator)
-    return PREDICT_PREFIX + text if method.name == "step_by_step" else text
+    return get_method(cfg.name).predict_source(record, separator)
 
 
 def explain_source(record: dict[str, Any], separator: str | None) -> str:
@@ -69,23 +238,14 @@ def explain_source(record: dict[str, Any], separator: str | None) -> str:
     return EXPLAIN_PREFIX + student_text(record, separator)
 
 
-def target_label(record: dict[str, Any], method: MethodConfig) -> str | None:
-    """The label this method trains (and validates) on: gold, or the teacher's when it parsed."""
-    if method.labels == "gold":
-        return record["label"]
-    return record["teacher_label"] if record.get("teacher_ok") else None
-
-
 def single_task_target(rationale: str, label: str) -> str:
     """The ``single_task`` target: the rationale, then the label behind a marker."""
     return f"{rationale}{ANSWER_MARKER}{label}"
 
 
-def label_from_output(method: MethodConfig, text: str) -> str:
+def label_from_output(cfg: "MethodConfig", text: str) -> str:
     """The label in a decoded output (``single_task`` reads it from behind the last marker)."""
-    if method.name != "single_task":
-        return text.strip()
-    return _split_answer(text)[1]
+    return get_method(cfg.name).read_label(text)
 
 
 def rationale_from_output(text: str) -> str:
@@ -102,54 +262,16 @@ def _split_answer(text: str) -> tuple[str, str]:
     return text[:last.start()].strip(), text[last.end():].strip()
 
 
-def training_examples(
-    records: list[dict[str, Any]], method: MethodConfig, separator: str | None
-) -> tuple[list[TextExample], RowStats]:
-    """Text examples for ``method`` from corpus records, with counts of what was dropped and why."""
-    stats = RowStats(examples=len(records))
-    out: list[TextExample] = []
-    for rec in records:
-        label = target_label(rec, method)
-        if label is None:
-            stats.drop("teacher label unparsed")
-            continue
-        has_rationale = bool(rec.get("teacher_ok")) and bool(rec.get("rationale"))
-        if method.name == "single_task":
-            if not has_rationale:
-                stats.drop("teacher rationale unparsed")
-                continue
-            ex = TextExample(student_text(rec, separator), single_task_target(rec["rationale"], label))
-        else:
-            ex = TextExample(predict_source(rec, method, separator), label)
-            if method.name == "step_by_step":
-                if has_rationale:
-                    ex.rationale_source = explain_source(rec, separator)
-                    ex.rationale_target = rec["rationale"]
-                else:
-                    stats.drop("rationale unparsed (label task kept)")
-        stats.used += 1
-        stats.with_rationale += ex.rationale_target is not None or method.name == "single_task"
-        out.append(ex)
-    return out, stats
+def training_examples(records: list[dict[str, Any]], cfg: "MethodConfig",
+                      separator: str | None) -> tuple[list[TextExample], RowStats]:
+    """Text examples for the method of ``cfg`` from corpus records, with counts of what was dropped and why."""
+    return get_method(cfg.name).examples(records, cfg, separator)
 
 
-def task_units(method: MethodConfig, batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],
-               grad_accum: int = 1) -> list[tuple[list[R], float]]:
-    """The task sub-batches of one micro-batch and their loss weights.
-
-    ``step_by_step``: the label task with weight ``alpha`` and the rationale task with ``1 - alpha``
-    (each a token-mean loss, as the authors' two forward passes); every other method: the label task
-    with weight 1. A task with zero weight is not computed at all. Weights are divided by ``grad_accum``
-    so that accumulated micro-batches add up to one step's loss.
-    """
-    alpha = method.alpha if method.name == "step_by_step" else 1.0
-    units = []
-    if alpha > 0.0:
-        units.append(([label_rows[i] for i in batch], alpha / grad_accum))
-    rationales = [rationale_rows[i] for i in batch if i in rationale_rows]
-    if method.name == "step_by_step" and alpha < 1.0 and rationales:
-        units.append((rationales, (1.0 - alpha) / grad_accum))
-    return units
+def task_units(cfg: "MethodConfig", batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],
+               grad_accum: int = 1, step: int = 0) -> Units:
+    """The task sub-batches of one micro-batch (at optimizer step ``step``) and their loss weights."""
+    return get_method(cfg.name).units(cfg, step, batch, label_rows, rationale_rows, grad_accum)
 
 
 def weighted_loss(losses: Sequence["torch.Tensor"], weights: Sequence[float]) -> "torch.Tensor":

@@ -21,13 +21,11 @@ import yaml
 
 from .datasets import DATASETS
 from .errors import DataError
+from .methods import get_method, registry
 
-METHODS = ("finetune", "distill", "step_by_step", "single_task")
 STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
 TEACHERS = ("palm", "http", "local")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-# What each method lets you set (finetune and distill have fixed label sources).
-METHOD_KEYS = {"finetune": (), "distill": (), "step_by_step": ("alpha", "labels"), "single_task": ("labels",)}
 
 T = TypeVar("T")
 
@@ -131,7 +129,7 @@ class GridConfig:
     """``grid``: the cells are every combination of these lists."""
 
     datasets: list[str] = setting(choices=tuple(DATASETS))
-    methods: list[str] = setting(choices=METHODS)
+    methods: list[str]  # each a registered method (methods.py), checked in _check_grid
     students: list[str]
     fractions: list[float] = setting(gt=0, le=1)
     seeds: list[int] = setting(ge=0)
@@ -184,7 +182,7 @@ class StudentConfig:
 class MethodConfig:
     """A method and its tunables (``methods.<name>``); loss = alpha * L_label + (1 - alpha) * L_rationale."""
 
-    name: str = setting(choices=METHODS)
+    name: str  # a registered method (methods.py)
     alpha: float = setting(0.5, ge=0, le=1)
     labels: str = setting("gold", choices=("gold", "teacher"))
 
@@ -192,16 +190,16 @@ class MethodConfig:
     def from_params(cls, name: str, raw: dict[str, Any] | None) -> "MethodConfig":
         """``methods.<name>`` as a MethodConfig (finetune: gold labels; distill: teacher labels)."""
         path = f"methods.{name}"
-        if name not in METHODS:
-            raise SettingsError(path, f"unknown method {name!r}; known: {', '.join(METHODS)}")
+        try:
+            method = get_method(name)
+        except ValueError as exc:
+            raise SettingsError(path, str(exc)) from None
         raw = _mapping(raw, path)
-        allowed = METHOD_KEYS[name]
-        unknown = sorted(set(raw) - set(allowed))
+        unknown = sorted(set(raw) - set(method.settings))
         if unknown:
             raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; {name} takes "
-                                + (", ".join(allowed) if allowed else "no settings"))
-        fixed = {"finetune": {"labels": "gold"}, "distill": {"labels": "teacher"}}.get(name, {})
-        return parse(cls, {"name": name, **raw, **fixed}, path)
+                                + (", ".join(method.settings) if method.settings else "no settings"))
+        return parse(cls, {"name": name, **raw, **method.fixed}, path)
 
 
 @dataclass(frozen=True)
@@ -280,7 +278,7 @@ class Settings:
         return self.students[name]
 
     def method(self, name: str) -> MethodConfig:
-        return self.methods.get(name) or MethodConfig.from_params(name, {})
+        return self.methods[name]
 
 
 # ----- parsing -----
@@ -360,6 +358,12 @@ def _check_grid(s: Settings) -> None:
         if name not in s.data.datasets:
             raise SettingsError(f"grid.datasets[{i}]", f"{name!r} is not prepared: add it to data.datasets "
                                 f"({', '.join(s.data.datasets)})")
+    for i, name in enumerate(s.grid.methods):
+        if name not in registry():
+            raise SettingsError(f"grid.methods[{i}]", f"must be one of {', '.join(registry())}; got {name!r}")
+        if name not in s.methods:
+            raise SettingsError(f"methods.{name}", f"missing: grid.methods names {name}, so params.yaml needs its "
+                                "settings (`{}` for none)")
     for i, name in enumerate(s.grid.students):
         if name not in s.students:
             raise SettingsError(f"grid.students[{i}]", f"no student {name!r} under students "

@@ -284,7 +284,7 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     last_save, t_seg = time.monotonic(), time.perf_counter()
     loop.model.train()
     while not state.done(cfg):
-        micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum)
+        micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum, state.step)
                          for _ in range(cfg.grad_accum)]
         loss = train_step(loop.accelerator, loop.model, loop.student, micro_batches, loop.optimizer, loop.scheduler, cfg)
         state.step += 1
