@@ -1,39 +1,42 @@
-"""The ``report`` stage: every grid cell and the teacher baseline as a CSV, a Markdown report and plots.
+"""The ``report`` stage: every grid cell and the teacher as tables, paired comparisons with intervals, verdicts
+on the paper's claims, and plots.
 
-Everything here is read from files other stages wrote and that are committed beside the report
-(``<results>/**/metrics.json`` and ``valid_curve.json`` from ``train_test``, ``<reports>/baseline.json`` from ``baseline``,
-``<reports>/corpus/*.json`` from ``annotate``, ``<reports>/splits/*.json`` from ``split``), so every
-number traces to the stage that made it and the report rebuilds without retraining.
+Everything here is read from files other stages wrote (``<results>/<cell>/``: ``metrics.json``,
+``predictions.jsonl`` and ``valid_curve.json`` from ``train_score``; ``<reports>/baseline.json`` and
+``<reports>/teacher/`` from ``baseline``; ``<reports>/corpus/`` from ``annotate``; ``<reports>/splits/`` from
+``split``), so every number traces to the stage that made it and the report rebuilds without training.
+A grid its workers have not finished is reported as far as it goes, its missing cells named.
 
-Accuracies are given under both scoring rules of :mod:`.scoring`: ``lenient`` (the headline) and
-``exact`` (the authors' rule, to compare with the paper).
+Tables are pandas DataFrames: ``cells`` (one row per finished cell), ``points`` (one row per method at a
+(dataset, student, fraction) point: mean over seeds, its 95% interval) and ``comparisons`` (one row per
+paired comparison: difference, interval, verdict). Intervals and verdicts come from :mod:`.intervals`.
+Accuracies are given under both scoring rules of :mod:`.scoring`: ``lenient`` (the headline, and what the
+intervals are of) and ``exact`` (the authors' rule, to compare with the paper).
 """
 
 from __future__ import annotations
 
-import csv
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cell import CURVE_FILE, Cell
+import numpy as np
+import pandas as pd
+
+from .cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
+from .datasets import get_spec
 from .errors import DataError
-from .jsonio import atomic_open, read_json
+from .intervals import Bootstrap, Interval
+from .jsonio import atomic_open, read_json, read_jsonl
+from .methods import get_method
 from .scoring import RULES
 from .settings import GridConfig, Settings, TeacherConfig
 
-CSV_FIELDS = ("dataset", "method", "student", "params_m", "fraction", "n_train", "seed", "accuracy", "exact_accuracy")
-TEACHER = "teacher"
-DATASET_TITLES = {"esnli": "e-SNLI", "anli1": "ANLI-R1", "cqa": "CommonsenseQA", "svamp": "SVAMP"}
-METHOD_TITLES = {"finetune": "standard fine-tuning", "distill": "standard distillation",
-                 "step_by_step": "distilling step-by-step", "single_task": "single-task (rationale+label)",
-                 TEACHER: "teacher (few-shot CoT)"}
-# Accuracy of guessing uniformly among the answer options (SVAMP has no closed answer set).
-CHANCE = {"esnli": 1 / 3, "anli1": 1 / 3, "cqa": 1 / 5}
-METHOD_STYLE = {"finetune": ("tab:blue", "o"), "distill": ("tab:orange", "s"), "step_by_step": ("tab:green", "^"),
-                "single_task": ("tab:purple", "D")}
+SBS = "step_by_step"
+TEACHER = "teacher"  # the `against` of a comparison with the teacher
+CELL_COLUMNS = ["dataset", "method", "student", "params_m", "fraction", "n_train", "seed", "accuracy", "exact_accuracy",
+                "n_test"]
 # From the paper's abstract (Hsieh et al., 2023), quoted, not re-measured: the exact per-cell figures are
 # plotted in the paper's figures and are not transcribed here.
 PAPER_CLAIMS = (
@@ -45,29 +48,282 @@ PAPER_CLAIMS = (
 )
 
 
-def collect_rows(results_root: str | Path, grid: GridConfig, baseline: dict[str, Any], teacher_name: str) -> list[dict[str, Any]]:
-    """One row per (cell, seed) from the train_test stages' metrics, plus one teacher row per dataset.
+def pct(fraction: float | str) -> str:
+    """A data fraction as a percentage: 0.125 -> '12.5%'."""
+    return f"{100 * float(fraction):.4g}%"
 
-    The teacher row is its accuracy on the students' test examples. A grid cell without metrics (a grid
-    that its workers have not finished) has no row: :func:`missing_cells` lists them."""
-    rows = []
-    for dataset, method, student, fraction, seed in grid.cells():
-        path = Cell(dataset, method, student, str(fraction), seed).results_dir(results_root) / "metrics.json"
-        if not path.is_file():
+
+def _title(method: str) -> str:
+    return get_method(method).title
+
+
+# ----- reading -----
+
+def grid_cells(grid: GridConfig) -> list[Cell]:
+    return [Cell(d, m, s, str(f), seed) for d, m, s, f, seed in grid.cells()]
+
+
+def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:
+    """The grid's cells that have no results yet."""
+    return [c for c in grid_cells(grid) if not (c.results_dir(results_root) / METRICS_FILE).is_file()]
+
+
+@dataclass
+class GridResults:
+    """What the report is made from: the finished cells, each one's per-example correctness, the teacher's."""
+
+    cells: pd.DataFrame  # CELL_COLUMNS, one row per finished cell
+    correct: dict[tuple[str, str, str, float, int], np.ndarray]  # (dataset, method, student, fraction, seed) -> 0/1
+    teacher: pd.DataFrame  # dataset, accuracy, exact_accuracy, n_test: on the students' test examples
+    teacher_correct: dict[str, np.ndarray]
+    missing: list[Cell]
+
+
+def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig) -> GridResults:
+    """Read every finished cell of the grid and the teacher's answers on the same test examples."""
+    rows, correct = [], {}
+    for cell in grid_cells(grid):
+        folder = cell.results_dir(results_root)
+        if not (folder / METRICS_FILE).is_file():
             continue
-        m = read_json(path)
-        cell = m.get("cell", {})
-        rows.append({"dataset": dataset, "method": method, "student": student, "params_m": cell.get("params_m"),
-                     "fraction": float(fraction), "n_train": cell.get("n_train"), "seed": int(seed),
-                     "accuracy": m["accuracy"], "exact_accuracy": m.get("exact_accuracy")})
+        m = read_json(folder / METRICS_FILE)
+        info = m.get("cell", {})
+        key = (cell.dataset, cell.method, cell.student, float(cell.fraction), int(cell.seed))
+        rows.append({"dataset": cell.dataset, "method": cell.method, "student": cell.student,
+                     "params_m": info.get("params_m"), "fraction": key[3], "n_train": info.get("n_train"),
+                     "seed": key[4], "accuracy": m["accuracy"], "exact_accuracy": m.get("exact_accuracy"),
+                     "n_test": m["n"]})
+        correct[key] = _correct_of(folder / PREDICTIONS_FILE, m["n"])
+    cells = pd.DataFrame(rows, columns=CELL_COLUMNS).astype({"n_train": "Int64", "seed": "Int64", "n_test": "Int64"})
+    baseline = read_json(Path(reports_root) / "baseline.json")
+    teacher, teacher_correct = [], {}
     for dataset in grid.datasets:
         if dataset not in baseline:
-            raise DataError(f"no teacher baseline for {dataset!r}", path="baseline.json", hint="run `dvc repro baseline`")
+            raise DataError(f"no teacher baseline for {dataset!r}", path=str(Path(reports_root) / "baseline.json"),
+                            hint="run `dvc repro baseline`")
         b = baseline[dataset]
-        rows.append({"dataset": dataset, "method": TEACHER, "student": teacher_name, "params_m": None, "fraction": None,
-                     "n_train": None, "seed": None, "accuracy": b["accuracy"], "exact_accuracy": b.get("exact_accuracy")})
-    return rows
+        teacher.append({"dataset": dataset, "accuracy": b["accuracy"], "exact_accuracy": b.get("exact_accuracy"),
+                        "n_test": b["n"]})
+        teacher_correct[dataset] = _correct_of(Path(reports_root) / TEACHER / f"{dataset}.jsonl", b["n"])
+    return GridResults(cells, correct, pd.DataFrame(teacher), teacher_correct, missing_cells(results_root, grid))
 
+
+def _correct_of(path: Path, n: int) -> np.ndarray:
+    rows = read_jsonl(path)
+    if len(rows) != n:
+        raise DataError(f"{len(rows)} predictions where the scores count {n}", path=str(path),
+                        hint="the predictions and metrics come from different runs: run `dvc repro`")
+    return np.array([bool(r["correct"]) for r in rows], dtype=np.float32)
+
+
+# ----- the tables -----
+
+def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float) -> np.ndarray | None:
+    """(seeds, examples) 0/1 correctness of one method at one point, seeds in order; None without cells."""
+    keys = sorted(k for k in res.correct if k[:4] == (dataset, method, student, fraction))
+    return np.stack([res.correct[k] for k in keys]) if keys else None
+
+
+def point_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
+    """One row per (dataset, method, student, fraction) with results: mean over seeds (both rules), its
+    interval, the seeds' sample standard deviation."""
+    if res.cells.empty:
+        return pd.DataFrame(columns=["dataset", "method", "student", "fraction", "params_m", "n_train", "seeds",
+                                     "accuracy", "exact_accuracy", "std", "low", "high", "n_test"])
+    points = (res.cells.groupby(["dataset", "method", "student", "fraction"], sort=False)
+              .agg(params_m=("params_m", "first"), n_train=("n_train", "first"), seeds=("seed", "count"),
+                   accuracy=("accuracy", "mean"), exact_accuracy=("exact_accuracy", "mean"),
+                   std=("accuracy", "std"), n_test=("n_test", "first"))
+              .reset_index())
+    boot = _bootstraps(res)
+    bounds = [boot[p.dataset].accuracy(_seed_matrix(res, p.dataset, p.method, p.student, p.fraction))
+              for p in points.itertuples()]
+    points["low"] = [b.low for b in bounds]
+    points["high"] = [b.high for b in bounds]
+    return points
+
+
+def _bootstraps(res: GridResults) -> dict[str, Bootstrap]:
+    return {row.dataset: Bootstrap(int(row.n_test)) for row in res.teacher.itertuples()}
+
+
+def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
+    """One row per paired comparison at each (dataset, student, fraction) point: step-by-step against each
+    rival method, and every method against the teacher; and, for claim (b), step-by-step at each fraction
+    against fine-tuning at the largest one."""
+    boot, rows = _bootstraps(res), []
+    largest = max(float(f) for f in grid.fractions)
+
+    def add(dataset: str, student: str, fraction: float, method: str, against: str, a: np.ndarray | None,
+            b: np.ndarray | None, against_fraction: float | None = None) -> None:
+        if a is None or b is None:
+            return
+        iv = boot[dataset].difference(a, b)
+        rows.append({"dataset": dataset, "student": student, "fraction": fraction, "method": method,
+                     "against": against, "against_fraction": against_fraction if against_fraction is not None
+                     else (fraction if against != TEACHER else None),
+                     "difference": iv.estimate, "low": iv.low, "high": iv.high, "verdict": iv.verdict(),
+                     "seeds": iv.seeds, "test_examples": iv.examples})
+
+    for dataset in grid.datasets:
+        for student in grid.students:
+            for fraction in (float(f) for f in grid.fractions):
+                sbs = _seed_matrix(res, dataset, SBS, student, fraction)
+                for rival in grid.methods:
+                    if rival != SBS and get_method(rival).compared_as:
+                        add(dataset, student, fraction, SBS, rival, sbs,
+                            _seed_matrix(res, dataset, rival, student, fraction))
+                for method in grid.methods:
+                    add(dataset, student, fraction, method, TEACHER,
+                        _seed_matrix(res, dataset, method, student, fraction), res.teacher_correct[dataset][None, :])
+                if "finetune" in grid.methods and fraction != largest:
+                    add(dataset, student, fraction, SBS, "finetune", sbs,
+                        _seed_matrix(res, dataset, "finetune", student, largest), largest)
+    columns = ["dataset", "student", "fraction", "method", "against", "against_fraction", "difference", "low", "high",
+               "verdict", "seeds", "test_examples"]
+    return pd.DataFrame(rows, columns=columns).astype({"seeds": "Int64", "test_examples": "Int64"})
+
+
+def results_table(res: GridResults, points: pd.DataFrame) -> pd.DataFrame:
+    """``results.csv``: one row per finished cell, with its point's mean and interval and the teacher's accuracy
+    on the same test examples (typed columns; no marker rows)."""
+    keys = ["dataset", "method", "student", "fraction"]
+    table = res.cells.merge(points[keys + ["accuracy", "low", "high"]].rename(
+        columns={"accuracy": "point_accuracy", "low": "point_low", "high": "point_high"}), on=keys, how="left")
+    return table.merge(res.teacher[["dataset", "accuracy"]].rename(columns={"accuracy": "teacher_accuracy"}),
+                       on="dataset", how="left")
+
+
+# ----- the claims -----
+
+def _iv(row: Any) -> Interval:
+    return Interval(row.difference, row.low, row.high, int(row.seeds), int(row.test_examples))
+
+
+def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher_name: str) -> list[str]:
+    """The paper's three claims for one dataset, each with a verdict from the intervals."""
+    lines = []
+    mine = comps[comps.dataset == dataset]
+    equal = mine[(mine.method == SBS) & (mine.against != TEACHER) & (mine.against_fraction == mine.fraction)]
+    for rival, group in equal.groupby("against", sort=False):
+        counts = group.verdict.value_counts()
+        lines.append(f"- (a) step-by-step against {get_method(rival).compared_as} at equal data, {len(group)} "
+                     f"(student, fraction) points: ahead at {counts.get('ahead', 0)}, behind at "
+                     f"{counts.get('behind', 0)}, cannot tell at {counts.get('cannot tell', 0)}.")
+        lines += [f"  - {r.student} at {pct(r.fraction)}: {r.verdict}, {_iv(r).points()}" for r in group.itertuples()]
+    reach = mine[(mine.method == SBS) & (mine.against == "finetune") & (mine.against_fraction != mine.fraction)]
+    for student, group in points[(points.dataset == dataset)].groupby("student", sort=False):
+        ft = group[group.method == "finetune"]
+        if ft.empty or group[group.method == SBS].empty:
+            continue
+        largest = ft.fraction.max()
+        candidates = pd.concat([reach[reach.student == student],
+                                equal[(equal.student == student) & (equal.against == "finetune") &
+                                      (equal.fraction == largest)]]).sort_values("fraction")
+        first = next((r for r in candidates.itertuples() if r.verdict != "behind"), None)
+        lines.append(f"- (b) {student}: the smallest fraction at which step-by-step is not behind fine-tuning with "
+                     f"{pct(largest)} of the data: " + (f"{pct(first.fraction)} ({first.verdict}, {_iv(first).points()})"
+                                                         if first else "none in this grid"))
+    lines.append(f"- (c) the smallest student and fraction not behind the teacher ({teacher_name}) on the same test "
+                 "examples:")
+    vs_teacher = mine[mine.against == TEACHER].merge(points[["dataset", "method", "student", "fraction", "params_m"]],
+                                                     on=["dataset", "method", "student", "fraction"])
+    for method, group in vs_teacher.groupby("method", sort=False):
+        ok = group[group.verdict != "behind"].sort_values(["params_m", "fraction"])
+        if ok.empty:
+            best = group.sort_values("difference").iloc[-1]
+            lines.append(f"  - {_title(method)}: none; closest: {best.student} at {pct(best.fraction)}, {_iv(best).points()}")
+        else:
+            r = ok.iloc[0]
+            lines.append(f"  - {_title(method)}: {r.student} ({r.params_m:g}M) at {pct(r.fraction)}: {r.verdict}, "
+                         f"{_iv(r).points()}")
+    return lines
+
+
+# ----- markdown -----
+
+def _cell_text(p: Any) -> str:
+    text = f"{p.accuracy:.1%} [{p.low:.1%}, {p.high:.1%}]"
+    return text + (f" ({p.exact_accuracy:.1%})" if pd.notna(p.exact_accuracy) else "")
+
+
+def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dataset: str, teacher_name: str) -> str:
+    """A dataset's table: a row per (method, student), a column per fraction, the teacher's row last."""
+    mine = points[points.dataset == dataset].copy()
+    fractions = [float(f) for f in grid.fractions]
+    n_train = {f: next((int(v) for v in mine[mine.fraction == f].n_train if pd.notna(v)), None) for f in fractions}
+    columns = [f"{pct(f)} (n={n_train[f] if n_train[f] is not None else '?'})" for f in fractions]
+    mine["text"] = [_cell_text(p) for p in mine.itertuples()]
+    wide = mine.pivot_table(index=["method", "student"], columns="fraction", values="text", aggfunc="first")
+    rows = []
+    for method in grid.methods:
+        for student in grid.students:
+            size = mine[(mine.method == method) & (mine.student == student)].params_m
+            texts = [wide.loc[(method, student), f] if (method, student) in wide.index and f in wide.columns
+                     and pd.notna(wide.loc[(method, student), f]) else "–" for f in fractions]
+            rows.append([_title(method), student, f"{size.iloc[0]:g}" if len(size) else "?", *texts])
+    t = res.teacher.set_index("dataset").loc[dataset]
+    teacher_text = f"{t.accuracy:.1%}" + (f" ({t.exact_accuracy:.1%})" if pd.notna(t.exact_accuracy) else "")
+    rows.append([f"teacher (few-shot CoT)", teacher_name, "–", *[teacher_text] * len(fractions)])
+    return pd.DataFrame(rows, columns=["method", "student", "params (M)", *columns]).to_markdown(index=False)
+
+
+def _facts(dataset: str, context: dict[str, Any]) -> list[str]:
+    facts = []
+    if split := context.get("splits", {}).get(dataset):
+        facts += [f"test examples: {split.get('test')} of {split.get('test_available')}",
+                  f"validation: {split.get('valid')} (fixed; model selection only)",
+                  f"training pool: {split.get('pool_used')} of {split.get('pool_available')}"]
+    if note := context.get("notes", {}).get(dataset):
+        facts.append(note)
+    if teacher := context.get("baseline", {}).get(dataset):
+        full = teacher.get("full_test", teacher)
+        facts.append(f"teacher ({context.get('teacher_name', TEACHER)}) on the full official test set "
+                     f"(n={full['n']}): {full['exact_accuracy']:.2%} exact ({full['exact_correct']}/{full['n']}, the "
+                     f"authors' rule: compare this with the paper), {full['accuracy']:.2%} lenient; "
+                     f"{full.get('unparsed', 0)} completion(s) unparsed")
+    return facts
+
+
+def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: GridConfig, context: dict[str, Any],
+             curves: list["Curve"] | None = None) -> str:
+    """The human-readable report: accuracy tables with intervals, the teacher, verdicts on the paper's claims."""
+    seeds = len(grid.seeds)
+    name = context.get("teacher_name", TEACHER)
+    lines = [
+        "# Results", "",
+        "Generated by the `report` stage from each cell's `metrics.json` and `predictions.jsonl` (stage "
+        "`train_score`), `baseline.json` and `teacher/` (stage `baseline`), `corpus/*.json` (stage `annotate`) and "
+        "`splits/*.json` (stage `split`). Do not edit by hand: run `dvc repro`.", "",
+        f"Test accuracy, mean over {seeds} seed(s) ({', '.join(map(str, grid.seeds))}), then its 95% interval in "
+        f"square brackets, then in round brackets the **exact** accuracy ({RULES['exact']}). The headline is the "
+        f"**lenient** accuracy ({RULES['lenient']}). Intervals are percentile bootstraps over the test examples"
+        + (" and the seeds" if seeds > 1 else " (one seed: they cover test-example sampling only, not "
+                                               "seed-to-seed variation)")
+        + "; comparisons are paired (the same resampled examples for both sides, seed s with seed s) and read "
+          "**ahead** or **behind** when the whole interval is on one side of 0, else **cannot tell**. Checkpoints "
+          "are selected on validation (lenient rule); test is scored once. `comparisons.csv` holds every comparison.",
+        "",
+    ]
+    if res.missing:
+        lines += [f"**{len(res.missing)} of {len(grid.cells())} cells of this grid have no results yet** (shown as –): "
+                  + ", ".join(c.name for c in res.missing[:12]) + (", ..." if len(res.missing) > 12 else "") + ".", ""]
+    for dataset in grid.datasets:
+        lines += [f"## {get_spec(dataset).title}", "", *[f"- {f}" for f in _facts(dataset, context)], "",
+                  accuracy_table(points, res, grid, dataset, name), "",
+                  *claim_lines(comps, points, dataset, name), "",
+                  f"![accuracy vs training fraction](plots/{dataset}_by_fraction.png)",
+                  f"![accuracy vs student size](plots/{dataset}_by_size.png)", ""]
+        if curves is not None:
+            lines += _curve_lines([c for c in curves if c.dataset == dataset], dataset)
+    lines += ["## The paper's findings (quoted from Hsieh et al., 2023, not measured here)", ""]
+    lines += [f"- {claim}" for claim in PAPER_CLAIMS]
+    lines += ["", "These were obtained with T5 v1.1 students (220M-11B) on GPUs/TPUs. Numbers in the tables above "
+              "come only from this repository's stages.", ""]
+    return "\n".join(lines)
+
+
+# ----- validation curves -----
 
 @dataclass
 class Curve:
@@ -87,20 +343,14 @@ class Curve:
         return self.accuracies[-1] - before[-1]
 
 
-def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:
-    """The grid's cells that have no results yet."""
-    cells = [Cell(d, m, s, str(f), seed) for d, m, s, f, seed in grid.cells()]
-    return [c for c in cells if not (c.results_dir(results_root) / "metrics.json").is_file()]
-
-
 def collect_curves(results_root: str | Path, grid: GridConfig) -> list[Curve]:
     """Every grid point's validation curve (mean over seeds at the steps all its seeds validated at)."""
-    runs: dict[tuple[str, str, str, float], list[dict[int, float]]] = defaultdict(list)
-    for dataset, method, student, fraction, seed in grid.cells():
-        path = Cell(dataset, method, student, str(fraction), seed).results_dir(results_root) / CURVE_FILE
-        if not path.is_file():
-            continue
-        runs[(dataset, method, student, float(fraction))].append({p["step"]: p["valid_accuracy"] for p in read_json(path)})
+    runs: dict[tuple[str, str, str, float], list[dict[int, float]]] = {}
+    for cell in grid_cells(grid):
+        path = cell.results_dir(results_root) / CURVE_FILE
+        if path.is_file():
+            key = (cell.dataset, cell.method, cell.student, float(cell.fraction))
+            runs.setdefault(key, []).append({p["step"]: p["valid_accuracy"] for p in read_json(path)})
     curves = []
     for (dataset, method, student, fraction), seeds in runs.items():
         steps = sorted(set.intersection(*(set(s) for s in seeds)))
@@ -110,178 +360,6 @@ def collect_curves(results_root: str | Path, grid: GridConfig) -> list[Curve]:
     return curves
 
 
-def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """``results.csv``: one row per cell and seed (the teacher with ``method=teacher``)."""
-    with atomic_open(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_FIELDS})
-
-
-@dataclass
-class GridPoint:
-    """One (dataset, method, student, fraction) of the grid: its cells' accuracies over the seeds."""
-
-    dataset: str
-    method: str
-    student: str
-    params_m: float
-    fraction: float
-    n_train: int
-    accuracies: list[float]
-    exact_accuracies: list[float]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.accuracies)
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
-
-    @property
-    def exact_mean(self) -> float | None:
-        values = [a for a in self.exact_accuracies if a is not None]
-        return statistics.fmean(values) if values else None
-
-
-def aggregate(rows: list[dict[str, Any]]) -> list[GridPoint]:
-    """Group the student rows by grid point (mean and sample standard deviation over seeds)."""
-    groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["method"] != TEACHER:
-            groups[(r["dataset"], r["method"], r["student"], r["fraction"])].append(r)
-    return [GridPoint(d, m, s, float(rs[0]["params_m"] or 0.0), f, int(rs[0]["n_train"] or 0),
-                      [r["accuracy"] for r in rs], [r.get("exact_accuracy") for r in rs])
-            for (d, m, s, f), rs in groups.items()]
-
-
-def teacher_accuracy(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The teacher's (lenient) accuracy per dataset, on the students' test examples."""
-    return {r["dataset"]: r["accuracy"] for r in rows if r["method"] == TEACHER}
-
-
-def beats_teacher(points: list[GridPoint], teacher: dict[str, float]) -> dict[str, dict[str, str]]:
-    """Per dataset and method: the smallest fraction and the smallest student whose mean beats the teacher."""
-    out: dict[str, dict[str, str]] = defaultdict(dict)
-    by = defaultdict(list)
-    for p in points:
-        by[(p.dataset, p.method)].append(p)
-    for (dataset, method), ps in sorted(by.items()):
-        wins = [p for p in ps if p.mean > teacher[dataset]]
-        if not wins:
-            best = max(ps, key=lambda p: p.mean)
-            out[dataset][method] = (f"never (best {best.mean:.1%}: {best.student}, {pct(best.fraction)} of the data; "
-                                    f"teacher {teacher[dataset]:.1%})")
-            continue
-        by_frac = min(wins, key=lambda p: (p.fraction, p.params_m))
-        by_size = min(wins, key=lambda p: (p.params_m, p.fraction))
-        out[dataset][method] = (f"smallest fraction {pct(by_frac.fraction)} ({by_frac.student}, {by_frac.mean:.1%}); "
-                                f"smallest student {by_size.student} ({by_size.params_m:g}M, fraction "
-                                f"{pct(by_size.fraction)}, {by_size.mean:.1%})")
-    return out
-
-
-# The methods claim (a) compares step-by-step with, as the claim names them.
-RIVALS = {"finetune": "fine-tuning", "distill": "distillation"}
-
-
-def step_by_step_wins(points: list[GridPoint], dataset: str) -> tuple[int, int, list[str]]:
-    """Claim (a): at how many (student, fraction) points step-by-step's mean beats both other methods."""
-    index = {(p.method, p.student, p.fraction): p for p in points if p.dataset == dataset}
-    wins, total, lines = 0, 0, []
-    for (method, student, fraction), sbs in sorted(index.items()):
-        if method != "step_by_step":
-            continue
-        rivals = [index[(m, student, fraction)] for m in RIVALS if (m, student, fraction) in index]
-        if not rivals:
-            continue
-        total += 1
-        won = all(sbs.mean > r.mean for r in rivals)
-        wins += won
-        lines.append(f"{student} at {pct(fraction)}: step-by-step {sbs.mean:.1%} vs "
-                     + ", ".join(f"{r.method} {r.mean:.1%}" for r in rivals) + (" (wins)" if won else ""))
-    return wins, total, lines
-
-
-def data_to_match_finetune(points: list[GridPoint], dataset: str) -> dict[str, str]:
-    """Claim (b): per student, the smallest fraction at which step-by-step reaches fine-tuning on all the data."""
-    out = {}
-    for student in sorted({p.student for p in points if p.dataset == dataset}):
-        mine = [p for p in points if p.dataset == dataset and p.student == student]
-        full = [p for p in mine if p.method == "finetune"]
-        if not full:
-            continue
-        target = max(full, key=lambda p: p.fraction)
-        reached = sorted((p for p in mine if p.method == "step_by_step" and p.mean >= target.mean), key=lambda p: p.fraction)
-        out[student] = (f"{pct(reached[0].fraction)} of the data ({reached[0].mean:.1%} vs fine-tuning's {target.mean:.1%} "
-                        f"at {pct(target.fraction)})" if reached else
-                        f"not reached (fine-tuning at {pct(target.fraction)}: {target.mean:.1%})")
-    return out
-
-
-def pct(fraction: float | str) -> str:
-    """A data fraction as a percentage: 0.125 -> '12.5%'."""
-    return f"{100 * float(fraction):.4g}%"
-
-
-def _fmt(point: GridPoint) -> str:
-    text = f"{point.mean:.1%} ± {point.std:.1%}" if point.std is not None else f"{point.mean:.1%}"
-    return text + (f" ({point.exact_mean:.1%})" if point.exact_mean is not None else "")
-
-
-def markdown(rows: list[dict[str, Any]], grid: GridConfig, context: dict[str, Any],
-             curves: list[Curve] | None = None) -> str:
-    """The human-readable report: tables of mean ± std over seeds, the teacher, the paper's claims."""
-    points = aggregate(rows)
-    seeds = len(grid.seeds)
-    lines = [
-        "# Results", "",
-        "Generated by the `report` stage from the per-cell `metrics.json` (stage `train_score`), `baseline.json` "
-        "(stage `baseline`), `corpus/*.json` (stage `annotate`) and `splits/*.json` (stage `split`). Do not edit by "
-        "hand: run `dvc repro`.", "",
-        f"Test accuracy, mean ± sample standard deviation over {seeds} seed(s) ({', '.join(map(str, grid.seeds))})"
-        f"{'; a single seed has no spread' if seeds == 1 else ''}. Each cell gives the **lenient** accuracy "
-        f"({RULES['lenient']}), then in brackets the **exact** accuracy ({RULES['exact']}). Checkpoints are "
-        "selected on validation (lenient rule); test is scored once.", "",
-    ]
-    if missing := context.get("missing"):
-        lines += [f"**{len(missing)} of {len(grid.cells())} cells of this grid have no results yet** (shown as –): "
-                  + ", ".join(c.name for c in missing[:12]) + (", ..." if len(missing) > 12 else "") + ".", ""]
-    for dataset in grid.datasets:
-        lines += _dataset_section(rows, points, grid, dataset, context)
-        if curves is not None:
-            lines += _curve_lines([c for c in curves if c.dataset == dataset], dataset)
-    lines += ["## The paper's findings (quoted from Hsieh et al., 2023, not measured here)", ""]
-    lines += [f"- {claim}" for claim in PAPER_CLAIMS]
-    lines += ["", "These were obtained with T5 v1.1 students (220M-11B) on GPUs/TPUs. Numbers in the tables above "
-              "come only from this repository's stages.", ""]
-    return "\n".join(lines)
-
-
-def _dataset_section(rows: list[dict[str, Any]], points: list[GridPoint], grid: GridConfig, dataset: str,
-                     context: dict[str, Any]) -> list[str]:
-    index = {(p.dataset, p.method, p.student, p.fraction): p for p in points}
-    teacher_name = context.get("teacher_name", TEACHER)
-    lines = [f"## {DATASET_TITLES.get(dataset, dataset)}", ""] + [f"- {f}" for f in _facts(dataset, context)] + [""]
-    header = ["method", "student", "params (M)"] + [f"{pct(f)} (n={_n(index, dataset, grid, f)})" for f in grid.fractions]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method in grid.methods:
-        for student in grid.students:
-            first = index.get((dataset, method, student, float(grid.fractions[0])))
-            vals = [(_fmt(p) if (p := index.get((dataset, method, student, float(f)))) else "–") for f in grid.fractions]
-            lines.append("| " + " | ".join([METHOD_TITLES.get(method, method), student,
-                                            f"{first.params_m:g}" if first else "?"] + vals) + " |")
-    teacher = next(r for r in rows if r["method"] == TEACHER and r["dataset"] == dataset)
-    cell = f"{teacher['accuracy']:.1%}" + (f" ({teacher['exact_accuracy']:.1%})" if teacher.get("exact_accuracy") is not None else "")
-    lines.append(f"| {METHOD_TITLES[TEACHER]} | {teacher_name} | – | " + " | ".join([cell] * len(grid.fractions)) + " |")
-    lines += ["", *_claims(points, dataset, teacher_accuracy(rows)), "",
-              f"![accuracy vs training fraction](plots/{dataset}_by_fraction.png)",
-              f"![accuracy vs student size](plots/{dataset}_by_size.png)", ""]
-    return lines
-
-
 def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
     """Whether training had flattened: validation accuracy gained over the last quarter of the steps."""
     if not curves:
@@ -289,123 +367,89 @@ def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
     steep = max(curves, key=lambda c: c.late_gain())
     rising = [c for c in curves if c.late_gain() > 0.01]
     return [f"Validation curves (mean over seeds): over the last quarter of training, accuracy rose by at most "
-            f"{100 * steep.late_gain():+.1f} points ({METHOD_TITLES.get(steep.method, steep.method)}, {steep.student}, "
+            f"{100 * steep.late_gain():+.1f} points ({_title(steep.method)}, {steep.student}, "
             f"{pct(steep.fraction)} of the data); {len(rising)} of {len(curves)} (method, student, fraction) points "
             "still gained more than 1 point, so "
             + ("those were still learning when training stopped." if rising else "every curve had flattened."), "",
             f"![validation accuracy during training](plots/{dataset}_valid_curves.png)", ""]
 
 
-def _facts(dataset: str, context: dict[str, Any]) -> list[str]:
-    facts = []
-    split = context.get("splits", {}).get(dataset)
-    if split:
-        facts += [f"test examples: {split.get('test')} of {split.get('test_available')}",
-                  f"validation: {split.get('valid')} (fixed; model selection only)",
-                  f"training pool: {split.get('pool_used')} of {split.get('pool_available')}"]
-    if note := context.get("notes", {}).get(dataset):
-        facts.append(note)
-    if teacher := context.get("baseline", {}).get(dataset):
-        full = teacher.get("full_test", teacher)
-        facts.append(f"teacher ({context.get('teacher_name', TEACHER)}) on the full official test set "
-                     f"(n={full['n']}): {full['exact_accuracy']:.2%} exact ({full['exact_correct']}/{full['n']}, the "
-                     f"authors' rule: compare this with the paper), {full['accuracy']:.2%} lenient; "
-                     f"{full.get('unparsed', 0)} completion(s) unparsed")
-    return facts
+# ----- plots -----
 
-
-def _claims(points: list[GridPoint], dataset: str, teacher: dict[str, float]) -> list[str]:
-    mine = [p for p in points if p.dataset == dataset]
-    lines = []
-    wins, total, _ = step_by_step_wins(mine, dataset)
-    if total:
-        rivals = [name for m, name in RIVALS.items() if any(p.method == m for p in mine)]
-        against = "both " + " and ".join(rivals) if len(rivals) == 2 else rivals[0]
-        lines.append(f"- (a) step-by-step beats {against} at equal data at {wins} of {total} "
-                     "(student, fraction) points (means over seeds).")
-    for student, text in data_to_match_finetune(mine, dataset).items():
-        lines.append(f"- (b) {student}: step-by-step reaches fine-tuning's largest-fraction accuracy with {text}.")
-    lines.append("- (c) smallest data fraction and smallest student at which each method beats the teacher on the "
-                 "same test examples:")
-    verdicts = beats_teacher(mine, teacher).get(dataset, {})
-    lines += [f"  - {METHOD_TITLES.get(m, m)}: {text}" for m, text in verdicts.items()]
-    return lines
-
-
-def _n(index: dict, dataset: str, grid: GridConfig, fraction: Any) -> str:
-    for method in grid.methods:
-        for student in grid.students:
-            if p := index.get((dataset, method, student, float(fraction))):
-                return str(p.n_train)
-    return "?"
-
-
-def _axes_style(ax: Any, dataset: str, teacher: float, teacher_name: str) -> None:
+def _axes_style(ax: Any, dataset: str, teacher: float | None, teacher_name: str) -> None:
     """Teacher line, chance line, a 0-100% axis with percentages, light grid."""
     import matplotlib.ticker
 
-    ax.axhline(teacher, color="black", linestyle="--", linewidth=1.2, label=f"{teacher_name} (teacher, few-shot CoT)")
-    if dataset in CHANCE:
-        ax.axhline(CHANCE[dataset], color="gray", linestyle=":", linewidth=1.2, label="chance")
+    if teacher is not None:
+        ax.axhline(teacher, color="black", linestyle="--", linewidth=1.2, label=f"{teacher_name} (teacher, few-shot CoT)")
+    if (chance := get_spec(dataset).chance) is not None:
+        ax.axhline(chance, color="gray", linestyle=":", linewidth=1.2, label="chance")
     ax.set_ylim(0, 1)
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.minorticks_off()
     ax.grid(alpha=0.3)
 
 
-def plot_by_fraction(points: list[GridPoint], grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
+def _interval_note(grid: GridConfig) -> str:
+    return ("\nmean over seeds; bands: 95% intervals over test examples and seeds" if len(grid.seeds) > 1 else
+            "\n1 seed; bands: 95% intervals over test examples only")
+
+
+def plot_by_fraction(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
                      path: Path) -> Path:
-    """Accuracy vs training fraction, a panel per student, seed spread shaded (mean ± std)."""
+    """Accuracy vs training fraction, a panel per student, each method's 95% interval shaded."""
     import matplotlib.pyplot as plt
 
-    students = sorted({p.student for p in points}, key=lambda s: min(p.params_m for p in points if p.student == s))
+    students = list(points.sort_values("params_m").student.unique()) or list(grid.students[:1])
     fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
-    fractions = sorted({p.fraction for p in points})
+    fractions = sorted(points.fraction.unique())
     for ax, student in zip(axes[0], students):
         for method in grid.methods:
-            ps = sorted((p for p in points if p.student == student and p.method == method), key=lambda p: p.fraction)
-            if not ps:
+            ps = points[(points.student == student) & (points.method == method)].sort_values("fraction")
+            if ps.empty:
                 continue
-            color, marker = METHOD_STYLE.get(method, ("gray", "x"))
-            xs, ys = [p.fraction for p in ps], [p.mean for p in ps]
-            ax.plot(xs, ys, marker=marker, color=color, label=METHOD_TITLES.get(method, method))
-            if any(p.std is not None for p in ps):
-                ax.fill_between(xs, [p.mean - (p.std or 0) for p in ps], [p.mean + (p.std or 0) for p in ps],
-                                color=color, alpha=0.15, linewidth=0)
+            color, marker = get_method(method).style
+            ax.plot(ps.fraction, ps.accuracy, marker=marker, color=color, label=_title(method))
+            ax.fill_between(ps.fraction, ps.low, ps.high, color=color, alpha=0.15, linewidth=0)
         _axes_style(ax, dataset, teacher, teacher_name)
         ax.set_xscale("log", base=2)
-        ax.set_xticks(fractions, [f"{pct(f)}\n(n={next(p.n_train for p in points if p.fraction == f)})" for f in fractions])
-        ax.set_title(f"{student} ({next(p.params_m for p in points if p.student == student):g}M params)")
+        if fractions:
+            n = {f: points[points.fraction == f].n_train.iloc[0] for f in fractions}
+            ax.set_xticks(fractions, [f"{pct(f)}\n(n={n[f]})" for f in fractions])
+        size = points[points.student == student].params_m
+        ax.set_title(f"{student} ({size.iloc[0]:g}M params)" if len(size) else student)
         ax.set_xlabel("training examples (fraction of the pool)")
     axes[0][0].set_ylabel("test accuracy (lenient)")
     _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: accuracy vs amount of training data" + _seed_note(grid))
+    fig.suptitle(f"{get_spec(dataset).title}: accuracy vs amount of training data" + _interval_note(grid))
     return _save(fig, path)
 
 
-def plot_by_size(points: list[GridPoint], grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
+def plot_by_size(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
                  path: Path) -> Path:
-    """Accuracy vs student size at the largest fraction, error bars = std over seeds."""
+    """Accuracy vs student size at the largest fraction, error bars: 95% intervals."""
     import matplotlib.pyplot as plt
 
-    largest = max(p.fraction for p in points)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    largest = points.fraction.max() if not points.empty else max(grid.fractions)
+    at = points[points.fraction == largest]
     for method in grid.methods:
-        ps = sorted((p for p in points if p.method == method and p.fraction == largest), key=lambda p: p.params_m)
-        if ps:
-            color, marker = METHOD_STYLE.get(method, ("gray", "x"))
-            ax.errorbar([p.params_m for p in ps], [p.mean for p in ps], yerr=[p.std or 0 for p in ps], marker=marker,
-                        color=color, capsize=3, label=METHOD_TITLES.get(method, method))
+        ps = at[at.method == method].sort_values("params_m")
+        if not ps.empty:
+            color, marker = get_method(method).style
+            ax.errorbar(ps.params_m, ps.accuracy, yerr=[ps.accuracy - ps.low, ps.high - ps.accuracy], marker=marker,
+                        color=color, capsize=3, label=_title(method))
     _axes_style(ax, dataset, teacher, teacher_name)
     ax.set_xscale("log")
-    sizes = sorted({p.params_m for p in points})
-    ax.set_xticks(sizes, [f"{s:g}M\n{next(p.student for p in points if p.params_m == s)}" for s in sizes])
+    sizes = sorted(at.params_m.unique())
+    if sizes:
+        ax.set_xticks(sizes, [f"{s:g}M\n{at[at.params_m == s].student.iloc[0]}" for s in sizes])
     ax.minorticks_off()  # a log axis over a narrow range would label its minor ticks over the students' names
     ax.margins(x=0.08)
     ax.set_xlabel("student size (parameters)")
     ax.set_ylabel("test accuracy (lenient)")
-    ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: accuracy vs student size ({pct(largest)} of the data)"
-                 + _seed_note(grid), fontsize=10)
+    ax.set_title(f"{get_spec(dataset).title}: accuracy vs student size ({pct(largest)} of the data)"
+                 + _interval_note(grid), fontsize=10)
     _legend_below(fig, ax)
     return _save(fig, path)
 
@@ -415,19 +459,19 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    students = [s for s in grid.students if any(c.student == s for c in curves)]
+    students = [s for s in grid.students if any(c.student == s for c in curves)] or list(grid.students[:1])
     fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
-    shown = sorted({min(c.fraction for c in curves), max(c.fraction for c in curves)}, reverse=True)
+    shown = sorted({min(c.fraction for c in curves), max(c.fraction for c in curves)}, reverse=True) if curves else []
     for ax, student in zip(axes[0], students):
         for method in grid.methods:
-            color, marker = METHOD_STYLE.get(method, ("gray", "x"))
+            color, marker = get_method(method).style
             for fraction, style in zip(shown, ("-", "--")):
                 c = next((c for c in curves if (c.student, c.method, c.fraction) == (student, method, fraction)), None)
                 if c:
                     ax.plot(c.steps, c.accuracies, style, marker=marker, markersize=3, color=color,
-                            label=f"{METHOD_TITLES.get(method, method)}, {pct(fraction)} of the data")
-        if dataset in CHANCE:
-            ax.axhline(CHANCE[dataset], color="gray", linestyle=":", linewidth=1.2, label="chance")
+                            label=f"{_title(method)}, {pct(fraction)} of the data")
+        if (chance := get_spec(dataset).chance) is not None:
+            ax.axhline(chance, color="gray", linestyle=":", linewidth=1.2, label="chance")
         ax.set_ylim(0, 1)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.grid(alpha=0.3)
@@ -435,14 +479,14 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("validation accuracy (lenient)")
     _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{DATASET_TITLES.get(dataset, dataset)}: validation accuracy during training" + _seed_note(grid))
+    fig.suptitle(f"{get_spec(dataset).title}: validation accuracy during training (mean over seeds)")
     return _save(fig, path)
 
 
 def _legend_below(fig: Any, ax: Any) -> None:
     # Below the axes, so no point near chance level or the teacher line is hidden.
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8, frameon=False)
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -455,9 +499,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _seed_note(grid: GridConfig) -> str:
-    return f"\nmean ± std over {len(grid.seeds)} seeds" if len(grid.seeds) > 1 else "\n(1 seed: no spread)"
-
+# ----- the stage -----
 
 def teacher_name(teacher: TeacherConfig) -> str:
     """How reports name the teacher: the recorded PaLM, or the live teacher's model."""
@@ -467,33 +509,37 @@ def teacher_name(teacher: TeacherConfig) -> str:
     return str(block.get("model") or teacher.name)
 
 
-def build_report(settings: Settings, results_root: str | Path, reports_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write results.csv, results.md and the plots under ``out_dir``; returns a small summary.
+def _csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_open(path) as fh:
+        frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
 
-    Reads ``<reports_root>/baseline.json``, ``<reports_root>/corpus/<dataset>.json`` and
-    ``<reports_root>/splits/<dataset>.json`` beside the per-cell metrics under ``results_root``."""
+
+def build_report(settings: Settings, results_root: str | Path, reports_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write results.csv, comparisons.csv, results.md and the plots under ``out_dir``; returns a small summary."""
     import matplotlib
 
     matplotlib.use("Agg")
     grid, reports_root, out_dir = settings.grid, Path(reports_root), Path(out_dir)
     name = teacher_name(settings.teacher)
-    baseline = read_json(reports_root / "baseline.json")
-    rows = collect_rows(results_root, grid, baseline, name)
-    write_csv(rows, out_dir / "results.csv")
-    context: dict[str, Any] = {"teacher_name": name, "baseline": baseline, "splits": {}, "notes": {},
-                               "missing": missing_cells(results_root, grid)}
+    res = collect(results_root, reports_root, grid)
+    points, comps = point_table(res, grid), comparison_table(res, grid)
+    _csv(results_table(res, points), out_dir / "results.csv")
+    _csv(comps, out_dir / "comparisons.csv")
+    context: dict[str, Any] = {"teacher_name": name, "baseline": read_json(reports_root / "baseline.json"),
+                               "splits": {}, "notes": {}}
     for dataset in grid.datasets:
         context["splits"][dataset] = read_json(reports_root / "splits" / f"{dataset}.json")
         if "note" in (info := read_json(reports_root / "corpus" / f"{dataset}.json")):
             context["notes"][dataset] = info["note"]
     curves = collect_curves(results_root, grid)
     with atomic_open(out_dir / "results.md") as fh:
-        fh.write(markdown(rows, grid, context, curves))
-    points, teacher, plots = aggregate(rows), teacher_accuracy(rows), []
+        fh.write(markdown(res, points, comps, grid, context, curves))
+    teacher, plots = res.teacher.set_index("dataset").accuracy, []
     for dataset in grid.datasets:
-        mine = [p for p in points if p.dataset == dataset]
+        mine = points[points.dataset == dataset]
         plots.append(plot_by_fraction(mine, grid, dataset, teacher[dataset], name, out_dir / "plots" / f"{dataset}_by_fraction.png"))
         plots.append(plot_by_size(mine, grid, dataset, teacher[dataset], name, out_dir / "plots" / f"{dataset}_by_size.png"))
         plots.append(plot_curves([c for c in curves if c.dataset == dataset], grid, dataset,
                                  out_dir / "plots" / f"{dataset}_valid_curves.png"))
-    return {"grid_points": len(points), "rows": len(rows), "plots": [str(p) for p in plots]}
+    return {"cells": len(res.cells), "missing": len(res.missing), "comparisons": len(comps),
+            "plots": [str(p) for p in plots]}
