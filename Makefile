@@ -41,13 +41,18 @@ bench-gpu: setup
 clean-venv:
 	rm -rf $(VENV)
 
+# The smoke grid (grids/smoke) in this workspace: one worker, then its report.
 smoke: setup
-	python -m distill_step_by_step.profiles run smoke
+	python -m distill_step_by_step.grid work smoke && python -m distill_step_by_step.grid assemble smoke
 
-# The GPU grid: 8 cells at a time sharing GPU 0 (DSS_GPUS / DSS_JOBS_PER_GPU / GPU_JOBS change that).
+# The GPU grid (grids/gpu) on this machine: GPU_WORKERS workers (default 8) share GPU 0 through a local remote;
+# GRID_REMOTE=<any DVC remote> shares the cells with other machines (README "Scale-out").
+GRID_REMOTE ?= .workers/remote-gpu
+GPU_WORKERS ?= 8
 gpu: setup
-	DSS_GPUS=$${DSS_GPUS:-0} DSS_JOBS_PER_GPU=$${DSS_JOBS_PER_GPU:-8} \
-	  python -m distill_step_by_step.profiles run gpu --jobs $${GPU_JOBS:-8}
+	mkdir -p $(GRID_REMOTE) 2>/dev/null || true
+	DSS_GPUS=$${DSS_GPUS:-0} DSS_JOBS_PER_GPU=$(GPU_WORKERS) launch/workers.sh gpu $(GRID_REMOTE) 1-$(GPU_WORKERS)/$(GPU_WORKERS)
+	python -m distill_step_by_step.grid assemble gpu --remote $(GRID_REMOTE)
 
 paper: setup
 	python -m distill_step_by_step.profiles run paper

@@ -58,8 +58,15 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def copy_project(dest_root: Path) -> Path:
-    """A fresh git+DVC repository holding this project's files, with ``../shared`` beside it."""
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def copy_project(dest_root: Path, committed_grids: bool = False) -> Path:
+    """A fresh git+DVC repository holding this project's files (as they are in the working tree, so that a
+    test sees uncommitted changes too), with ``../shared`` beside it and the corpora archive in DVC's cache.
+
+    Without ``committed_grids`` it starts with no pipeline run: no ``dvc.lock``, no committed results (the
+    corpora archive's ``.dvc`` file and the grids' params are kept). With it, it is what a fresh clone is."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO, capture_output=True, text=True, check=True,
@@ -67,15 +74,20 @@ def copy_project(dest_root: Path) -> Path:
     repo = dest_root / "repo"
     for rel in filter(None, files):
         src = REPO / rel
-        if not src.is_file() or rel.startswith(("data/", "models/", "dvc.lock")):
+        kept = rel.startswith("data/raw/") or rel.endswith(".gitignore") or rel.startswith("grids/")
+        run_output = rel.startswith(("data/", "models/", "results/", "store/")) or rel.endswith("dvc.lock")
+        if not (src.is_file() or src.is_symlink()) or (run_output and not kept and not committed_grids):
+            continue
+        if not committed_grids and rel.startswith("grids/") and rel.endswith(("dvc.lock", "cell_times.json")):
             continue
         dst = repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
+        shutil.copy2(src, dst, follow_symlinks=False)
     (dest_root / "shared").symlink_to(MIRROR.parent.parent, target_is_directory=True)
     run(["git", "init", "-q"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "init"], repo)
+    run(["dvc", "update", "-q", "data/raw/dss-datasets.zip.dvc"], repo)  # what `make data` does in a new clone
     return repo
 
 

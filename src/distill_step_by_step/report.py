@@ -129,11 +129,11 @@ def point_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
     interval, the seeds' sample standard deviation."""
     if res.cells.empty:
         return pd.DataFrame(columns=["dataset", "method", "student", "fraction", "params_m", "n_train", "seeds",
-                                     "accuracy", "exact_accuracy", "std", "low", "high", "n_test"])
+                                     "accuracy", "exact_accuracy", "seed_std", "low", "high", "n_test"])
     points = (res.cells.groupby(["dataset", "method", "student", "fraction"], sort=False)
               .agg(params_m=("params_m", "first"), n_train=("n_train", "first"), seeds=("seed", "count"),
                    accuracy=("accuracy", "mean"), exact_accuracy=("exact_accuracy", "mean"),
-                   std=("accuracy", "std"), n_test=("n_test", "first"))
+                   seed_std=("accuracy", "std"), n_test=("n_test", "first"))
               .reset_index())
     boot = _bootstraps(res)
     bounds = [boot[p.dataset].accuracy(_seed_matrix(res, p.dataset, p.method, p.student, p.fraction))

@@ -1,0 +1,258 @@
+"""Grids built by many workers through a DVC remote (real DVC, real clones, real processes and signals)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_step_by_step.cell import Cell, check_may_train
+from distill_step_by_step.errors import StageError
+from distill_step_by_step.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, share
+
+from conftest import GIT, REPO, copy_project, run
+
+VENV = Path(sys.executable).parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    git_user = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}
+    return {**os.environ, "DSS_VENV": str(VENV), **git_user, **extra}
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / GRIDS_DIR).iterdir()))
+def test_every_grid_matches_the_params_and_profile_it_is_made_from(profile):
+    assert out_of_date(profile, REPO) is None
+
+
+def test_shares_are_disjoint_whole_comparison_points_in_grid_order():
+    cells = Grid("gpu", REPO).cells()
+    assert len(cells) == 288 and len(points(cells)) == 32
+    shares = [share(cells, i, 5) for i in range(1, 6)]
+    assert sorted(c.name for s in shares for c in s) == sorted(c.name for c in cells)  # every cell, once
+    for s in shares:
+        mine = [(c.dataset, c.student, c.fraction) for c in s]
+        # each point whole (3 methods x 3 seeds) and contiguous: a run completes whole points first
+        assert all(mine.count(p) == 9 for p in set(mine))
+        assert [p for i, p in enumerate(mine) if i == 0 or mine[i - 1] != p] == list(dict.fromkeys(mine))
+    assert sorted(share(cells, 1, 1), key=str) == sorted(cells, key=str)
+    with pytest.raises(ValueError, match="worker 6 of 5"):
+        share(cells, 6, 5)
+
+
+def test_estimates_come_from_the_most_similar_measured_cells_else_a_long_guess():
+    times = CellTimes({"esnli/finetune/smollm2-135m/f0.5-s0": 100.0, "esnli/finetune/smollm2-135m/f1.0-s0": 120.0,
+                       "cqa/step_by_step/gemma3-270m/f0.5-s0": 400.0}, guess=1800.0)
+    assert times.estimate(Cell("esnli", "finetune", "smollm2-135m", "0.25", 1)) == pytest.approx(1.25 * 110)
+    assert times.estimate(Cell("anli1", "finetune", "smollm2-135m", "0.25", 1)) == pytest.approx(1.25 * 110)
+    assert times.estimate(Cell("anli1", "distill", "gemma3-270m", "0.25", 1)) == pytest.approx(1.25 * 400)
+    assert times.estimate(Cell("anli1", "distill", "minilm-l6", "0.25", 1)) == 1800.0
+
+
+def test_a_grid_cell_trains_only_under_a_worker_and_never_under_an_assembly(monkeypatch):
+    cell = Cell("anli1", "finetune", "tiny-t5", "0.5", 0)
+    for var in ("DSS_WORKER", "DSS_ASSEMBLE"):
+        monkeypatch.delenv(var, raising=False)
+    check_may_train("params.yaml", cell)  # the repository's own pipeline trains as usual
+    with pytest.raises(StageError, match="a grid's cells are trained by its workers"):
+        check_may_train("grids/smoke/params.yaml", cell)
+    monkeypatch.setenv("DSS_WORKER", "1/2")
+    check_may_train("grids/smoke/params.yaml", cell)
+    monkeypatch.setenv("DSS_ASSEMBLE", "1")
+    with pytest.raises(StageError, match="an assembly trains nothing"):
+        check_may_train("params.yaml", cell)
+
+
+def _finished_events(clone: Path) -> dict[str, int]:
+    """How many finished training runs each cell's run log records in a clone."""
+    counts: dict[str, int] = {}
+    for log in clone.glob("logs/**/runs.jsonl"):
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "finished":
+                counts[event["cell"]] = counts.get(event["cell"], 0) + 1
+    return counts
+
+
+def _trained(output: str) -> list[str]:
+    return re.findall(r"Running stage '[^']*train_score@([^']+)'", output)
+
+
+KILL_PROFILE = {
+    "data": {"datasets": ["anli1"]},
+    "split": {"valid_size": 10, "pool_size": 90, "test_size": 40},
+    "grid": {"datasets": ["anli1"], "methods": ["finetune"], "students": ["tiny-t5"], "fractions": [0.5, 1.0],
+             "seeds": [0]},
+    "train": {"lr": 1.0e-2, "lr_new_params": None, "warmup_steps": 0, "batch_size": 8, "max_steps": 600,
+              "eval_every": 100, "max_input_tokens": 64, "max_target_tokens": 32, "freeze_embeddings": False,
+              "dropout": None},
+    "run": {"valid_batch_size": 32, "save_every": 50, "keep_weights": False},
+}
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_mid_cell_then_a_third_clone_assembles_every_cell_trained_once(tmp_path):
+    repo = copy_project(tmp_path)
+    (repo / "profiles" / "killtest.yaml").write_text(yaml.safe_dump(KILL_PROFILE))
+    run([sys.executable, "-m", "distill_step_by_step.grid", "init", "killtest"], repo)
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "killtest grid"], repo)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+
+    def worker(i: int) -> subprocess.Popen:
+        return subprocess.Popen([str(repo / "launch" / "worker.sh"), "killtest", str(remote), f"{i}/2"],
+                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+    second, first = worker(2), worker(1)
+    clone1 = repo / ".workers" / "killtest-1"
+    state = clone1 / ".resume" / "models" / "killtest" / "anli1" / "finetune" / "tiny-t5" / "f0.5-s0" / "checkpoint"
+    deadline = time.time() + 600
+    while not (state / "trainer_state.json").is_file():  # mid-cell, with a state saved
+        assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.poll() is not None else "timeout"
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole job: worker, dvc and the training process
+    first.wait()
+    saved_step = json.loads((state / "trainer_state.json").read_text())["step"]
+    assert 0 < saved_step < 600
+    again = worker(1)  # started again on the same disk
+    out_again, out_second = again.communicate(timeout=900)[0], second.communicate(timeout=900)[0]
+    assert again.returncode == 0 and second.returncode == 0, (out_again[-3000:], out_second[-3000:])
+
+    trained = {**_finished_events(clone1)}
+    for cell, n in _finished_events(repo / ".workers" / "killtest-2").items():
+        trained[cell] = trained.get(cell, 0) + n
+    assert trained == {"anli1/finetune/tiny-t5/f0.5-s0": 1, "anli1/finetune/tiny-t5/f1.0-s0": 1}
+    resumed = [json.loads(line) for line in (clone1 / "logs" / "models" / "killtest" / "anli1" / "finetune" /
+                                             "tiny-t5" / "f0.5-s0" / "runs.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in resumed].count("started") == 2  # killed once, started again
+    assert next(e for e in resumed if e["event"] == "trained")["resumed_at_step"] == saved_step
+
+    third = copy_project(tmp_path / "third")  # any machine: a clone that reaches the remote
+    (third / "profiles" / "killtest.yaml").write_text(yaml.safe_dump(KILL_PROFILE))
+    run([sys.executable, "-m", "distill_step_by_step.grid", "init", "killtest"], third)
+    assembled = run([sys.executable, "-m", "distill_step_by_step.grid", "assemble", "killtest", "--remote", str(remote)],
+                    third).stdout
+    assert _trained(assembled) == [] and "grid killtest: 2 of 2 cells finished" in assembled
+    report = (third / "reports" / "killtest" / "results.md").read_text()
+    assert "no results yet" not in report and "standard fine-tuning" in report
+    again = run([sys.executable, "-m", "distill_step_by_step.grid", "assemble", "killtest", "--remote", str(remote)],
+                third).stdout
+    assert _trained(again) == [] and "grid killtest: 2 of 2 cells finished" in again
+
+
+@pytest.mark.slow
+def test_a_budgeted_worker_starts_no_cell_it_cannot_finish_and_leaves_only_whole_cells(tmp_path):
+    repo = copy_project(tmp_path)
+    grid = [sys.executable, "-m", "distill_step_by_step.grid"]
+    before = run([*grid, "status", "smoke", "--guess-minutes", "0.25"], repo).stdout
+    assert "grid smoke: 0 of 12 cells finished, 12 missing (estimated 0.05 h of one worker)" in before
+    budget = 45
+    start = time.monotonic()
+    out = run([*grid, "work", "smoke", "--budget", f"{budget}s", "--guess-minutes", "0.25"], repo,
+              env=_env()).stdout
+    elapsed = time.monotonic() - start
+    done = int(re.search(r"worker 1/1: (\d+) cells done", out).group(1))
+    assert elapsed < budget and 0 < done < 12 and "not starting" in out, out[-2000:]
+    after = run([*grid, "status", "smoke"], repo).stdout
+    assert f"grid smoke: {done} of 12 cells finished, {12 - done} missing" in after
+    finished = Grid("smoke", repo).finished()
+    for cell in Grid("smoke", repo).cells():  # whole cells: results for a finished one, nothing for the others
+        outputs = (repo / cell.results_dir("results/smoke") / "metrics.json").is_file()
+        assert outputs == (cell in finished), cell.name
+    assert not list((repo / ".resume").glob("models/**/checkpoint"))  # no half-trained cell left behind
+    times = json.loads((repo / "grids" / "smoke" / "cell_times.json").read_text())
+    assert len(times) == done and all(0 < t["seconds"] < budget for t in times.values())
+
+
+def _readme_block(marker: str) -> str:
+    """The shell block of the README that follows ``<!-- test: marker -->``."""
+    text = (REPO / "README.md").read_text()
+    return re.search(rf"<!-- test: {marker} -->\s*```bash\n(.*?)```", text, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readme_scale_out_commands_build_assemble_and_keep_a_grid(tmp_path):
+    repo = copy_project(tmp_path)
+    remote = tmp_path / "shared-remote"
+    remote.mkdir()
+    script = _readme_block("scale-out").replace("/path/to/shared/remote", str(remote))
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "grid smoke: 12 of 12 cells finished, 0 missing" in proc.stdout
+    assert _trained(proc.stdout) == []  # the assembly restored the workers' cells, trained none
+    log = run(["git", "log", "--stat", "-1"], repo).stdout
+    assert "grids/smoke/dvc.lock" in log and "reports/smoke/results.md" in log and "store/" in log
+
+
+@pytest.mark.slow
+def test_the_readme_queue_example_runs_as_written_on_a_fresh_clone(tmp_path):
+    repo = copy_project(tmp_path)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("queue")], cwd=repo,
+                          env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    status = run(["dvc", "queue", "status"], repo).stdout
+    assert status.count("Success") == 2 and "Failed" not in status, status
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_rebuilds_the_committed_smoke_grid_report_without_training(tmp_path):
+    repo = copy_project(tmp_path, committed_grids=True)
+    committed = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / "smoke").rglob("*") if p.is_file()}
+    assert (repo / "reports" / "smoke" / "results.md") .relative_to(repo) in committed
+    for name in ("results.md", "results.csv", "comparisons.csv"):
+        (repo / "reports" / "smoke" / name).unlink()
+    out = run([sys.executable, "-m", "distill_step_by_step.grid", "report", "smoke"], repo).stdout
+    assert _trained(out) == [] and "Running stage 'grids/smoke/dvc.yaml:report'" in out
+    rebuilt = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / "smoke").rglob("*") if p.is_file()}
+    assert rebuilt == committed
+    status = run([sys.executable, "-m", "distill_step_by_step.grid", "status", "smoke"], repo).stdout
+    assert "grid smoke: 12 of 12 cells finished, 0 missing" in status
+
+
+@pytest.mark.slow
+def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_brings_the_cells_back(tmp_path):
+    """The kit end to end on the CPU: prepare here, run the lease's command in a plain copy of the tree (what
+    the lent machine gets: no .git), then collect what it packed into a fresh clone."""
+    from distill_step_by_step.kit import join_parts, split_file
+
+    repo = copy_project(tmp_path)
+    run([sys.executable, "-m", "distill_step_by_step.kit", "prepare", "smoke", "--no-download"], repo)
+    device = tmp_path / "device"
+    files = run(["git", "ls-files", "-co", "--exclude-standard"], repo).stdout.split()
+    for rel in [*files, *(str(p.relative_to(repo)) for p in (repo / ".kit" / "remote").rglob("*") if p.is_file())]:
+        (device / rel).parent.mkdir(parents=True, exist_ok=True)
+        (device / rel).write_bytes((repo / rel).read_bytes()) if not (repo / rel).is_symlink() else \
+            (device / rel).symlink_to(os.readlink(repo / rel))
+    os.chmod(device / "launch" / "lease.sh", 0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run([str(device / "launch" / "lease.sh"), "smoke", "90s", "2", "--guess-minutes", "0.25"],
+                          cwd=device, env=_env(OUT=str(out), DSS_KIT_STAGE=str(tmp_path / "stage"),
+                                              PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    back = sorted(p.name for p in out.iterdir())
+    assert "logs.tar.gz" in back and any(n.startswith("cells-") for n in back) and len(back) <= 8
+    assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    collected = run([sys.executable, "-m", "distill_step_by_step.kit", "collect", "smoke", str(out)], repo).stdout
+    finished = int(re.search(r"grid smoke: (\d+) of 12 cells finished", collected).group(1))
+    assert finished > 0 and _trained(collected) == []
+    # a file too large for one command travels in parts and is joined, checked by its size, on the far side
+    big = tmp_path / "model.whl"
+    big.write_bytes(os.urandom(300_000))
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "model.whl.size").write_text(str(big.stat().st_size))
+    parts = split_file(big, tmp_path / "parts", 100_000)
+    assert len(parts) == 3 and join_parts([tmp_path / "parts"], tmp_path / "joined") == [tmp_path / "joined" / "model.whl"]
+    assert (tmp_path / "joined" / "model.whl").read_bytes() == big.read_bytes()
+    parts[1].unlink()  # a set with a part still to come is not joined
+    assert join_parts([tmp_path / "parts"], tmp_path / "joined2") == []
