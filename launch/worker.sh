@@ -7,7 +7,7 @@
 set -euo pipefail
 profile=${1:?usage: launch/worker.sh <profile> <remote> <I/N> [grid work options]}
 remote=${2:?a DVC remote URL or folder every worker reaches}
-share=${3:?I/N: this worker's share}
+share=${3:?I/N: the share of this worker}
 shift 3
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${DSS_VENV:-$repo/.venv}

@@ -295,8 +295,6 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
             report["not_started"].append(cell.name)
             continue
         t0, wall = time.monotonic(), time.time()
-        if remote:  # what other workers finished since this one started
-            dvc("fetch", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(DATA_STAGE), check=False, quiet=True)
         repro = ["repro", *(["--pull"] if remote else []), "-s", grid.target(cell.stage)]
         if dvc(*repro, env={WORKER_ENV: f"{worker}/{workers}"}, check=False) != 0:
             report["failed"].append(cell.name)
