@@ -35,7 +35,7 @@ def test_the_gpu_profile_is_the_papers_comparison_on_full_test_sets(params):
     assert (grid.paths.results, grid.paths.reports, grid.paths.params) == ("results/gpu", "reports/gpu",
                                                                           "grids/gpu/params.yaml")
     # the paper trains every weight with the checkpoint's own dropout (the CPU demo's speed-ups are not)
-    assert s.train.freeze_embeddings is False and s.train.dropout is None
+    assert s.train.freeze_embeddings is False and s.train.dropout is None and s.train.output_vocabulary == "all"
 
 
 def test_the_committed_params_are_valid(params):

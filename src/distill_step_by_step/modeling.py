@@ -17,12 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .students import Student
+
+if TYPE_CHECKING:
+    from transformers import LogitsProcessorList
 
 CAUSAL_SEPARATOR = "\nOutput:"
 
@@ -116,10 +120,14 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _targets(rows: Sequence[Row], width: int, starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Flat output positions that predict each row's target tokens, and those tokens."""
+def _targets(rows: Sequence[Row], width: int, starts: Sequence[int], student: Student) -> tuple[np.ndarray, np.ndarray]:
+    """Flat output positions that predict each row's target tokens, and those tokens (as rows of the restricted
+    projection when the student's output vocabulary is restricted)."""
     index = np.concatenate([i * width + s + np.arange(len(r.target)) for i, (r, s) in enumerate(zip(rows, starts))])
-    return index.astype(np.int64), np.concatenate([np.asarray(r.target, dtype=np.int64) for r in rows])
+    targets = np.concatenate([np.asarray(r.target, dtype=np.int64) for r in rows])
+    if (positions := student.output_positions()) is not None:
+        targets = positions[targets]
+    return index.astype(np.int64), targets
 
 
 def collate(rows: Sequence[Row], student: Student, device: torch.device) -> Batch:
@@ -128,7 +136,7 @@ def collate(rows: Sequence[Row], student: Student, device: torch.device) -> Batc
     if student.is_causal:
         ids, _ = _padded([r.source + r.target for r in rows], pad)
         # position t predicts token t + 1: the first target token is predicted at the last source position
-        index, targets = _targets(rows, ids.shape[1], [len(r.source) - 1 for r in rows])
+        index, targets = _targets(rows, ids.shape[1], [len(r.source) - 1 for r in rows], student)
         return Batch(to_device(ids, device), None, to_device(index, device), to_device(targets, device))
     ids, mask = _padded([r.source for r in rows], pad)
     return _decoder_batch(rows, student, device, to_device(ids, device), to_device(mask, device))
@@ -139,19 +147,22 @@ def _decoder_batch(rows: Sequence[Row], student: Student, device: torch.device, 
     """A sequence-to-sequence batch: the decoder reads the target shifted right behind the start token."""
     start = student.model.config.decoder_start_token_id
     dec, _ = _padded([[start] + r.target[:-1] for r in rows], student.tokenizer.pad_token_id)
-    index, targets = _targets(rows, dec.shape[1], [0] * len(rows))
+    index, targets = _targets(rows, dec.shape[1], [0] * len(rows), student)
     return Batch(input_ids, attention_mask, to_device(index, device), to_device(targets, device), to_device(dec, device))
 
 
 @contextmanager
-def _head_only_at(model: torch.nn.Module, batch: Batch) -> Iterator[bool]:
-    """While active, the output projection runs only at the batch's target positions.
+def _head_only_at(model: torch.nn.Module, batch: Batch, vocab: torch.Tensor | None) -> Iterator[bool]:
+    """While active, the output projection runs only at the batch's target positions, and (with ``vocab``)
+    onto those tokens only.
 
     The vocabulary projection is the largest matmul of a small student's step (MiniLM: 384 x 30522 per
     target token, more than a decoder layer), and padding positions are thrown away by the loss anyway:
-    projecting only the real target tokens gives the same loss for less compute and logits memory. The
-    model's own forward is kept (a pre-hook on its output embeddings), so it works for any architecture
-    whose head is ``get_output_embeddings()``; yields False (and changes nothing) where there is none.
+    projecting only the real target tokens gives the same loss for less compute and logits memory. A
+    restricted output vocabulary (``train.output_vocabulary: seen``) projects onto its rows of the same
+    weights: a softmax over those tokens alone, a different (smaller) output layer, not the same loss. The
+    model's own forward is kept (the head module's forward is swapped while active), so it works for any
+    architecture whose head is ``get_output_embeddings()``; yields False (and changes nothing) where there is none.
     """
     core = getattr(model, "module", model)  # DDP wrapper
     head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
@@ -160,32 +171,39 @@ def _head_only_at(model: torch.nn.Module, batch: Batch) -> Iterator[bool]:
         return
     shape = batch.output_shape
 
-    def select(_module: torch.nn.Module, args: tuple) -> tuple:
-        hidden = args[0]
-        if tuple(hidden.shape[:2]) != shape:
-            return args
-        return (hidden.flatten(0, 1).index_select(0, batch.target_index), *args[1:])
+    def forward(hidden: torch.Tensor) -> torch.Tensor:
+        if tuple(hidden.shape[:2]) == shape:
+            hidden = hidden.flatten(0, 1).index_select(0, batch.target_index)
+        if vocab is None:
+            return F.linear(hidden, head.weight, head.bias)
+        bias = None if head.bias is None else head.bias.index_select(0, vocab)
+        return F.linear(hidden, head.weight.index_select(0, vocab), bias)
 
-    handle = head.register_forward_pre_hook(select)
+    head.forward = forward
     try:
         yield True
     finally:
-        handle.remove()
+        del head.forward
 
 
-def _logits_at_targets(model: torch.nn.Module, batch: Batch, **inputs: torch.Tensor | None) -> torch.Tensor:
-    """The logits of the target positions only (batch.target_index order)."""
-    with _head_only_at(model, batch) as selected:
+def _logits_at_targets(model: torch.nn.Module, batch: Batch, vocab: torch.Tensor | None,
+                       **inputs: torch.Tensor | None) -> torch.Tensor:
+    """The logits of the target positions only (batch.target_index order), over ``vocab`` when given."""
+    with _head_only_at(model, batch, vocab) as selected:
         logits = model(**inputs).logits
-    return logits if selected else logits.flatten(0, 1).index_select(0, batch.target_index)
+    if selected:
+        return logits
+    logits = logits.flatten(0, 1).index_select(0, batch.target_index)
+    return logits if vocab is None else logits.index_select(1, vocab)
 
 
-def token_loss(model: torch.nn.Module, batch: Batch, causal: bool) -> torch.Tensor:
-    """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32)."""
+def token_loss(model: torch.nn.Module, batch: Batch, causal: bool, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32; over the
+    restricted ``vocab`` when given, the batch's targets then being rows of it)."""
     if causal:
-        logits = _logits_at_targets(model, batch, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        logits = _logits_at_targets(model, batch, vocab, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     else:
-        logits = _logits_at_targets(model, batch, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        logits = _logits_at_targets(model, batch, vocab, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                     decoder_input_ids=batch.decoder_input_ids)
     return F.cross_entropy(logits.float(), batch.target_ids)
 
@@ -199,8 +217,9 @@ def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Seque
     decoded on its own, padded only to its own longest target: one embedding backward and larger matmuls
     instead of one full forward per task.
     """
+    vocab = None if student.output_vocab is None else student.output_vocab.to(device)
     if student.is_causal or len(units) == 1:
-        return [token_loss(model, collate(rows, student, device), student.is_causal) for rows in units]
+        return [token_loss(model, collate(rows, student, device), student.is_causal, vocab) for rows in units]
     from transformers.modeling_outputs import BaseModelOutput
 
     core = getattr(model, "module", model)
@@ -213,7 +232,7 @@ def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Seque
         start += len(rows)
         # the encoder's outputs are padded to the longest source of all units: its mask goes with them
         batch = _decoder_batch(rows, student, device, None, mask_t[part])
-        logits = _logits_at_targets(model, batch, encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
+        logits = _logits_at_targets(model, batch, vocab, encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
                                     attention_mask=batch.attention_mask, decoder_input_ids=batch.decoder_input_ids)
         losses.append(F.cross_entropy(logits.float(), batch.target_ids))
     return losses
@@ -231,15 +250,34 @@ def generate(student: Student, sources: Sequence[str], *, max_new_tokens: int, b
     enc = student.tokenizer(texts, truncation=True, max_length=max_source, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
     out: list[str] = [""] * len(texts)
+    processors = _restricted_output(student, device)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         # decoder-only: left padding, so every prompt ends where generation starts
         ids, mask = _padded([enc[i] for i in idx], student.tokenizer.pad_token_id, left=student.is_causal)
         gen = model.generate(input_ids=to_device(ids, device), attention_mask=to_device(mask, device),
-                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, logits_processor=processors)
         if student.is_causal:
             gen = gen[:, ids.shape[1]:]
         for i, text in zip(idx, decode(student, gen)):
             out[i] = text
     model.train(was_training)
     return out
+
+
+def _restricted_output(student: Student, device: torch.device) -> "LogitsProcessorList | None":
+    """A logits processor that leaves only the student's output vocabulary to choose from (greedy decoding then
+    picks what the restricted projection it was trained with would)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    if student.output_vocab is None:
+        return None
+    vocab = student.output_vocab.to(device)
+
+    class OnlyOutputVocab(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            masked = torch.full_like(scores, float("-inf"))
+            masked[:, vocab] = scores[:, vocab]
+            return masked
+
+    return LogitsProcessorList([OnlyOutputVocab()])

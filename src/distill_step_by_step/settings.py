@@ -222,6 +222,9 @@ class TrainConfig:
     mixed_precision: str = setting("auto", choices=PRECISIONS)  # auto: bf16 (or fp16) on a GPU, fp32 on CPU
     # true: the token embeddings (and an LM head tied to them) stay as pretrained (a CPU speed-up)
     freeze_embeddings: bool = False
+    # `seen`: the student outputs only the tokens of its cell's training examples (inputs and targets), a
+    # softmax over those alone (a CPU speed-up for answers from a small label set); `all`: its whole vocabulary
+    output_vocabulary: str = setting("all", choices=("all", "seen"))
     dropout: float | None = setting(None, ge=0, le=0.9)  # every dropout of the student while training (None: its own)
 
 

@@ -27,12 +27,13 @@ import importlib.util
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import (
     AutoConfig,
@@ -151,6 +152,21 @@ class Student:
     eos_id: int
     # Parameters that did not come from a pretrained checkpoint (e.g. a warm-started decoder's cross-attention).
     new_parameters: frozenset[str] = frozenset()
+    # The token ids the student may output (train.output_vocabulary: seen), sorted; None: its whole vocabulary.
+    output_vocab: torch.Tensor | None = None
+
+    def restrict_output(self, token_ids: Sequence[int] | None) -> None:
+        """Let the student output only these tokens (None: all): training projects onto them alone, and
+        decoding never picks another."""
+        self.output_vocab = None if token_ids is None else torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+
+    def output_positions(self) -> "np.ndarray | None":
+        """A vocabulary-sized lookup from token id to its row in the restricted projection (-1: not there)."""
+        if self.output_vocab is None:
+            return None
+        lookup = np.full(max(len(self.tokenizer), int(self.output_vocab.max()) + 1), -1, dtype=np.int64)
+        lookup[self.output_vocab.numpy()] = np.arange(len(self.output_vocab))
+        return lookup
 
     @property
     def is_causal(self) -> bool:
@@ -385,7 +401,9 @@ def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
     if kind == "causal":
         tokenizer.padding_side = "left"
     model.eval()
-    return _finish(model, tokenizer, kind), info
+    student = _finish(model, tokenizer, kind)
+    student.restrict_output(info.get("output_vocabulary"))
+    return student, info
 
 
 def drop_weights(path: str | Path) -> None:

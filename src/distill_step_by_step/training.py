@@ -86,6 +86,7 @@ class EncodedCell:
     valid: list[tuple[str, str]]  # (predict source, label) pairs
     max_label_tokens: int  # label-only decoding never needs more (EOS included)
     identity: list[Any]  # what the examples are, for the resume fingerprint
+    output_vocab: list[int] | None = None  # train.output_vocabulary: seen: the tokens of the training examples
 
 
 def resolve_precision(setting: str) -> str:
@@ -118,7 +119,11 @@ def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: Tra
     valid = [(predict_source(rec, method, sep), gold) for rec in data.valid
              if (gold := target_label(rec, method)) is not None]
     identity = [[(e.label_source, e.label_target, e.rationale_target) for e in examples], valid]
-    return EncodedCell(stats, label_rows, rationale_rows, costs, valid, max(len(r.target) for r in label_rows), identity)
+    seen = None
+    if cfg.output_vocabulary == "seen":
+        seen = sorted({student.eos_id, *(t for r in [*label_rows, *rats] for t in (*r.source, *r.target))})
+    return EncodedCell(stats, label_rows, rationale_rows, costs, valid, max(len(r.target) for r in label_rows), identity,
+                       seen)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, new_params: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
@@ -196,7 +201,8 @@ def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student,
     start = time.perf_counter()
     world, rank = accelerator.num_processes, accelerator.process_index
     shard = enc.valid[rank::world]
-    inner = Student(accelerator.unwrap_model(model), student.tokenizer, student.kind, student.eos_id)
+    inner = Student(accelerator.unwrap_model(model), student.tokenizer, student.kind, student.eos_id,
+                    output_vocab=student.output_vocab)
     with accelerator.autocast():
         outputs = generate(inner, [s for s, _ in shard], max_new_tokens=enc.max_label_tokens,
                            batch_size=batch_size, max_source=cfg.max_input_tokens, device=accelerator.device)
@@ -344,6 +350,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     set_seed(seed)
     student = build_student(student_cfg)
     enc = encode_cell(student, method, data, cfg)
+    student.restrict_output(enc.output_vocab)
     if cfg.freeze_embeddings:
         freeze_embeddings(student.model)
     if cfg.dropout is not None:
@@ -404,6 +411,7 @@ def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConf
         "best_step": state.best_step,
         "best_valid_accuracy": round(state.best_accuracy, 4),
         "max_label_tokens": enc.max_label_tokens,
+        "output_vocab_size": len(enc.output_vocab) if enc.output_vocab is not None else len(student.tokenizer),
         "devices": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
     }
@@ -418,7 +426,8 @@ def _timings(state: TrainState, resumed: bool, start_step: int) -> dict[str, Any
 def _inference_info(info: dict[str, Any], method: MethodConfig, cfg: TrainConfig, enc: EncodedCell) -> dict[str, Any]:
     """What a checkpoint must carry to be used alone (``distill-predict``): how it reads inputs and answers."""
     return {"dataset": info.get("dataset"), "method_config": asdict(method), "max_input_tokens": cfg.max_input_tokens,
-            "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens}
+            "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens,
+            "output_vocabulary": enc.output_vocab}
 
 
 def export(out_dir: str | Path, resume: Resume, student: Student, inference: dict[str, Any]) -> None:
