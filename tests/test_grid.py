@@ -256,3 +256,17 @@ def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_bring
     assert (tmp_path / "joined" / "model.whl").read_bytes() == big.read_bytes()
     parts[1].unlink()  # a set with a part still to come is not joined
     assert join_parts([tmp_path / "parts"], tmp_path / "joined2") == []
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_that_runs_the_committed_smoke_grid_again_changes_no_committed_file(tmp_path):
+    """Reproduction you can see: every cell of the committed smoke grid trained again from scratch, and its
+    report built again, leave `git status` empty (no clock, no machine, no floating-point noise in a file)."""
+    repo = copy_project(tmp_path, committed_grids=True)
+    cells = [c.stage for c in Grid("smoke", repo).cells()]
+    run(["dvc", "repro", "grids/smoke/dvc.yaml:baseline"], repo)  # the data stages (DVC-cached, not kept)
+    out = run(["dvc", "repro", "-f", "-s", *[f"grids/smoke/dvc.yaml:{s}" for s in [*cells, "report"]]], repo,
+              env=_env(DSS_WORKER="1/1")).stdout
+    assert len(_trained(out)) == 12
+    status = run(["git", "status", "--porcelain"], repo).stdout
+    assert status == "", status

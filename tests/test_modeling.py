@@ -142,3 +142,32 @@ def test_the_counter_sees_what_waits(tokenizer):
         float(x.sum())
         _ = x[x > 2]
     assert syncs.total >= 2 and "aten::_local_scalar_dense" in syncs.counts
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["t5", "bert2bert"])
+def test_a_restricted_output_vocabulary_is_a_softmax_over_those_tokens_and_decoding_stays_in_them(index, tokenizer):
+    """train.output_vocabulary: seen projects onto its tokens' rows of the same head: the loss is the
+    cross-entropy of the full logits restricted to those tokens, and greedy decoding picks only among them."""
+    import torch.nn.functional as F
+
+    from distill_step_by_step.modeling import _restricted_output
+
+    model = seq2seq_models()[index].eval()
+    rows = random_rows([7, 3, 5], [2, 6, 4])
+    seen = sorted({t for r in rows for t in (*r.source, *r.target)} | {2})
+    student = Student(model, tokenizer, "seq2seq", eos_id=2)
+    student.restrict_output(seen)
+    with torch.no_grad():
+        ours = token_loss(model, collate(rows, student, CPU), False, student.output_vocab)
+        full = model(**hf_inputs(rows, causal=False)).logits
+    targets = torch.cat([torch.tensor(r.target) for r in rows])
+    picked = torch.cat([full[i, :len(r.target)] for i, r in enumerate(rows)])[:, seen]
+    expected = F.cross_entropy(picked, torch.tensor([seen.index(t) for t in targets.tolist()]))
+    assert torch.allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    # decoding: the processor generate() runs leaves only those tokens to pick from
+    processors = _restricted_output(student, CPU)
+    scores = processors(None, torch.randn(4, VOCAB))
+    assert set(scores.argmax(dim=1).tolist()) <= set(seen)
+    assert torch.isfinite(scores[:, seen]).all() and torch.isinf(scores).sum() == 4 * (VOCAB - len(seen))
+    student.restrict_output(None)
+    assert _restricted_output(student, CPU) is None
