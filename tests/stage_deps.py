@@ -55,3 +55,30 @@ def closure(script: Path, src: Path) -> set[Path]:
                     seen.add(f)
                     todo.append((f, ".".join(parts[:i]), f.name == "__init__.py"))
     return seen
+
+
+def write_deps(dvc_yaml: Path, src: Path) -> None:
+    """Rewrite the package-module deps of every stage of ``dvc_yaml`` to its script's import closure (the
+    lists tests/test_stage_deps.py checks): ``python tests/stage_deps.py`` after adding an import."""
+    import re
+
+    import yaml
+
+    root = dvc_yaml.parent
+    text = dvc_yaml.read_text()
+    stages = yaml.safe_load(text)["stages"]
+    starts = [text.index(f"\n  {name}:\n") for name in stages] + [len(text)]
+    out = text[:starts[0]]
+    for (name, stage), start, end in zip(stages.items(), starts, starts[1:]):
+        block, body = text[start:end], stage.get("do", stage)
+        script = next(w for w in body["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+        needed = sorted(p.resolve().relative_to(root.resolve()).as_posix() for p in closure(root / script, src))
+        found = re.search(r"((?:\n\s+- src/distill_step_by_step/[^\n$]+\.py)+)", block)
+        indent = re.match(r"\n(\s+)- ", found.group(1)).group(1)
+        out += block[:found.start(1)] + "".join(f"\n{indent}- {d}" for d in needed) + block[found.end(1):]
+    dvc_yaml.write_text(out)
+
+
+if __name__ == "__main__":
+    here = Path(__file__).resolve().parents[1]
+    write_deps(here / "dvc.yaml", here / "src")

@@ -148,11 +148,12 @@ def test_predict_command(trained_svamp):
 
 
 def test_predict_reads_nli_pairs_from_tab_separated_text():
+    from distill_step_by_step.datasets import get_spec
     from distill_step_by_step.predict import parse_line
 
-    assert parse_line("A man sings.\tSomeone sings.", "nli") == {
+    assert parse_line("A man sings.\tSomeone sings.", get_spec("esnli")) == {
         "premise": "A man sings.", "hypothesis": "Someone sings.", "input": "A man sings.</s>Someone sings."}
-    assert parse_line("A man sings.\tSomeone sings.", "equation") == {"input": "A man sings.\tSomeone sings."}
+    assert parse_line("A man sings.\tSomeone sings.", get_spec("svamp")) == {"input": "A man sings.\tSomeone sings."}
 
 
 def _predict(model, path, data: bytes | None, capsys) -> tuple[int, str, str]:

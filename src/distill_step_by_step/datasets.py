@@ -1,23 +1,33 @@
-"""The four benchmarks: where each lives in the authors' archive and how it is normalised.
+"""The datasets, each one :class:`DatasetSpec` in one registry: where it lives in the authors' archive, how a
+row is normalised, how a model input is built from an example's fields, how a teacher's completion is
+parsed and where its generation stops, how it is scored, titled, and what chance is.
 
 Every prepared example has ``id``, ``input`` (formatted exactly as the authors' code formats it) and
 ``label`` (gold, as text), plus what its task needs (``choices`` for CQA, ``premise``/``hypothesis``
 for the NLI sets). The split named ``train`` is the *training pool*; for e-SNLI and ANLI-R1 the mirror
 has no train inputs, so the pool is the official dev split (see ``POOL_NOTE``).
+
+Adding a dataset is one spec passed to :func:`register` and its few-shot prompt file
+(``prompts/<name>.txt``, for live teachers); a spec missing a piece fails when it is made, not halfway
+through a stage. A dataset defined outside the package registers itself from a ``DSS_PLUGINS`` module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .archive import DatasetArchive
 from .errors import DataError
+from .parsing import NLI_LABELS, Parsed, parse_anli, parse_choice, parse_equation, parse_esnli
+from .plugins import load_plugins
 
-NLI_LABELS = ("entailment", "neutral", "contradiction")
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+ANSWER_TYPES = ("choice", "nli", "equation")  # how answers are scored (scoring.py)
 # The authors' T5 students join premise and hypothesis with the tokenizer's EOS token; the prepared
 # ``input`` spells T5's, and ``student_text`` re-joins with each student's own separator.
 T5_EOS = "</s>"
@@ -37,15 +47,35 @@ class SplitSource:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A benchmark: its answer type, its splits and how to normalise a raw row."""
+    """A dataset: everything the pipeline needs to know about it."""
 
     name: str
     title: str  # how reports name it
     answer_type: str  # "choice" | "nli" | "equation" (how answers are scored)
     splits: dict[str, SplitSource]
-    normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]
+    normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]  # (raw row, where, line) -> prepared example
+    model_input: Callable[[dict[str, Any]], str]  # an example's fields -> the model input (distill-predict too)
+    fields: tuple[str, ...]  # the fields model_input reads
+    parse: Callable[[str], Parsed]  # a teacher's few-shot completion -> (rationale, label)
+    stop: tuple[str, ...]  # where a teacher's generation stops: the start of the next few-shot exemplar
     chance: float | None  # accuracy of guessing uniformly among the answer options (None: no closed answer set)
     pool_note: str | None = None
+    attach_ids: Callable[[DatasetArchive, str, list[dict[str, Any]]], None] | None = None  # ids from elsewhere
+    prompt: Path | None = field(default=None)  # the few-shot prompt (default prompts/<name>.txt)
+
+    def __post_init__(self) -> None:
+        if self.answer_type not in ANSWER_TYPES:
+            raise ValueError(f"dataset {self.name!r}: answer_type must be one of {', '.join(ANSWER_TYPES)}")
+        if not {"train", "test"} <= set(self.splits):
+            raise ValueError(f"dataset {self.name!r}: needs a train and a test split, has {sorted(self.splits)}")
+        if not self.stop:
+            raise ValueError(f"dataset {self.name!r}: needs the stop strings of its prompt")
+        if not self.prompt_file().is_file():
+            raise ValueError(f"dataset {self.name!r}: no few-shot prompt at {self.prompt_file()}")
+
+    def prompt_file(self) -> Path:
+        """The few-shot prompt a live teacher is given."""
+        return self.prompt if self.prompt is not None else PROMPTS / f"{self.name}.txt"
 
 
 def _need(row: dict[str, Any], key: str, where: str, line: int) -> Any:
@@ -68,6 +98,33 @@ def cqa_input(question: str, choices: list[str]) -> str:
     return "\n".join(lines)
 
 
+CQA_CHOICES = 5
+
+
+def _cqa_model_input(fields: dict[str, Any]) -> str:
+    choices = fields.get("choices")
+    if not (isinstance(choices, list) and len(choices) == CQA_CHOICES and all(isinstance(c, str) for c in choices)):
+        raise ValueError(f"field 'choices' should be a list of {CQA_CHOICES} strings")
+    return cqa_input(_field(fields, "question"), choices)
+
+
+def _nli_model_input(fields: dict[str, Any]) -> str:
+    return T5_EOS.join([_field(fields, "premise"), _field(fields, "hypothesis")])
+
+
+def _text_input(fields: dict[str, Any]) -> str:
+    return _field(fields, "input")
+
+
+def _field(fields: dict[str, Any], name: str) -> str:
+    if name not in fields:
+        raise ValueError(f"missing field {name!r}")
+    value = fields[name]
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} should be a string, got {type(value).__name__}")
+    return value
+
+
 def _norm_cqa(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
     question = _text(row, "question", where, line)
     choices = _need(row, "choices", where, line)
@@ -76,7 +133,7 @@ def _norm_cqa(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
     answer = _text(row, "answer", where, line)
     return {
         "id": str(_need(row, "id", where, line)),
-        "input": cqa_input(question, choices),
+        "input": _cqa_model_input({"question": question, "choices": choices}),
         "label": answer,
         "question": question,
         "choices": choices,
@@ -96,7 +153,7 @@ def _norm_nli(id_key: str | None) -> Callable[[dict[str, Any], str, int], dict[s
         rid = str(_need(row, id_key, where, line)) if id_key else ""
         return {
             "id": rid,
-            "input": T5_EOS.join([premise, hypothesis]),
+            "input": _nli_model_input({"premise": premise, "hypothesis": hypothesis}),
             "label": _nli_label(_need(row, "label", where, line), where, line),
             "premise": premise,
             "hypothesis": hypothesis,
@@ -109,38 +166,27 @@ def _norm_svamp(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
     return {"id": "", "input": _text(row, "input", where, line), "label": _text(row, "label", where, line)}
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "cqa": DatasetSpec(
-        "cqa", "CommonsenseQA", "choice",
-        {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
-         "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
-        _norm_cqa, 1 / 5,
-    ),
-    "svamp": DatasetSpec(
-        "svamp", "SVAMP", "equation",
-        {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
-         "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
-        _norm_svamp, None,
-    ),
-    "esnli": DatasetSpec(
-        "esnli", "e-SNLI", "nli",
-        {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
-         "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
-        _norm_nli(None), 1 / 3, POOL_NOTE,
-    ),
-    "anli1": DatasetSpec(
-        "anli1", "ANLI-R1", "nli",
-        {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
-         "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
-        _norm_nli("uid"), 1 / 3, POOL_NOTE,
-    ),
-}
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to the registry (its ``name`` must be new)."""
+    if spec.name in DATASETS and DATASETS[spec.name] != spec:
+        raise ValueError(f"a dataset named {spec.name!r} is already registered")
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def registry() -> dict[str, DatasetSpec]:
+    """Every registered dataset by name, in registration order."""
+    load_plugins()
+    return DATASETS
 
 
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a dataset by name; unknown names list the known ones."""
     try:
-        return DATASETS[name]
+        return registry()[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
@@ -155,8 +201,8 @@ def load_split(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[d
         rec = spec.normalise(row, where, i + 1)
         rec["id"] = rec["id"] or f"{spec.name}-{split}-{i:05d}"
         out.append(rec)
-    if spec.name == "svamp":
-        _attach_svamp_ids(archive, split, out)
+    if spec.attach_ids is not None:
+        spec.attach_ids(archive, split, out)
     seen: set[str] = set()
     for i, rec in enumerate(out):
         if rec["id"] in seen:
@@ -216,6 +262,27 @@ def load_recorded_completions(archive: DatasetArchive, spec: DatasetSpec, split:
             f"(completions are aligned by order, so counts must match): {names}"
         )
     return out
+
+
+for _spec in (
+    DatasetSpec("cqa", "CommonsenseQA", "choice",
+                {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
+                 "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
+                _norm_cqa, _cqa_model_input, ("question", "choices"), parse_choice, ("\nQ:",), 1 / 5),
+    DatasetSpec("svamp", "SVAMP", "equation",
+                {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
+                 "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
+                _norm_svamp, _text_input, ("input",), parse_equation, ("\nQ:",), None, attach_ids=_attach_svamp_ids),
+    DatasetSpec("esnli", "e-SNLI", "nli",
+                {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
+                 "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
+                _norm_nli(None), _nli_model_input, ("premise", "hypothesis"), parse_esnli, ("\nPremise:",), 1 / 3, POOL_NOTE),
+    DatasetSpec("anli1", "ANLI-R1", "nli",
+                {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
+                 "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
+                _norm_nli("uid"), _nli_model_input, ("premise", "hypothesis"), parse_anli, ("\nPremise:",), 1 / 3, POOL_NOTE),
+):
+    register(_spec)
 
 
 def student_text(record: dict[str, Any], separator: str | None) -> str:

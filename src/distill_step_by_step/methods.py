@@ -19,14 +19,13 @@ from the tasks that need them and counted (``RowStats``), never silently.
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .datasets import student_text
+from .plugins import load_plugins
 
 if TYPE_CHECKING:
     import torch
@@ -188,7 +187,6 @@ class SingleTask(Method):
 
 
 _REGISTRY: dict[str, Method] = {}
-_PLUGINS_LOADED = False
 
 
 def register(method: Method) -> Method:
@@ -197,15 +195,6 @@ def register(method: Method) -> Method:
         raise ValueError(f"a method named {method.name!r} is already registered")
     _REGISTRY[method.name] = method
     return method
-
-
-def load_plugins() -> None:
-    """Import the modules named in ``DSS_PLUGINS`` (comma-separated) once: they register their methods and datasets."""
-    global _PLUGINS_LOADED
-    if not _PLUGINS_LOADED:
-        _PLUGINS_LOADED = True
-        for name in filter(None, (m.strip() for m in os.environ.get("DSS_PLUGINS", "").split(","))):
-            importlib.import_module(name)
 
 
 def registry() -> dict[str, Method]:

@@ -19,11 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from .datasets import T5_EOS, cqa_input, get_spec
+from .datasets import DatasetSpec, get_spec, registry
 from .errors import DataError
-
-CQA_CHOICES = 5
-
 
 @dataclass
 class Inputs:
@@ -34,46 +31,35 @@ class Inputs:
     errors: list[DataError] = field(default_factory=list)
 
 
-def _text_field(obj: dict[str, Any], name: str) -> str:
-    value = obj[name]
-    if not isinstance(value, str):
-        raise ValueError(f"field {name!r} should be a string, got {type(value).__name__} {json.dumps(value)[:40]}")
-    return value
-
-
-def _from_json(obj: Any) -> dict[str, Any]:
+def _from_json(obj: Any, spec: DatasetSpec | None) -> dict[str, Any]:
+    # the checkpoint's dataset builds the input when the line has its fields, else any dataset whose fields it has
     if not isinstance(obj, dict):
         raise ValueError(f"a JSON line should be an object, got {type(obj).__name__}")
-    if "premise" in obj and "hypothesis" in obj:
-        premise, hypothesis = _text_field(obj, "premise"), _text_field(obj, "hypothesis")
-        return {**obj, "input": T5_EOS.join([premise, hypothesis])}
-    if "question" in obj and "choices" in obj:
-        choices = obj["choices"]
-        if not (isinstance(choices, list) and len(choices) == CQA_CHOICES and all(isinstance(c, str) for c in choices)):
-            raise ValueError(f"field 'choices' should be a list of {CQA_CHOICES} strings")
-        return {**obj, "input": cqa_input(_text_field(obj, "question"), choices)}
-    if "input" in obj:
-        return {**obj, "input": _text_field(obj, "input")}
-    raise ValueError("a JSON line needs 'input', 'premise'+'hypothesis' or 'question'+'choices'")
+    for candidate in ([spec] if spec is not None else []) + list(registry().values()):
+        if all(f in obj for f in candidate.fields):
+            return {**obj, "input": candidate.model_input(obj)}
+    shapes = sorted({"+".join(f"'{f}'" for f in s.fields) for s in registry().values()})
+    raise ValueError(f"a JSON line needs {' or '.join(shapes)}")
 
 
-def parse_line(text: str, answer_type: str | None) -> dict[str, Any]:
+def parse_line(text: str, spec: DatasetSpec | None) -> dict[str, Any]:
     """One input line (without its newline) as a record the student can read; ``ValueError`` says what is wrong."""
     if text.lstrip().startswith("{"):
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"malformed JSON ({exc.msg})") from None
-        return _from_json(obj)
+        return _from_json(obj, spec)
     if "\0" in text:
         raise ValueError("binary data, not text")
-    if answer_type == "nli" and "\t" in text:
+    if spec is not None and spec.answer_type == "nli" and "\t" in text:
         premise, hypothesis = text.split("\t", 1)
-        return {"premise": premise, "hypothesis": hypothesis, "input": T5_EOS.join([premise, hypothesis])}
+        fields = {"premise": premise, "hypothesis": hypothesis}
+        return {**fields, "input": spec.model_input(fields)}
     return {"input": text}
 
 
-def read_inputs(lines: Iterable[bytes], answer_type: str | None, where: str) -> Inputs:
+def read_inputs(lines: Iterable[bytes], spec: DatasetSpec | None, where: str) -> Inputs:
     """Every non-blank line as a record; a bad line becomes an error naming it, and reading goes on."""
     out = Inputs()
     for lineno, raw in enumerate(lines, start=1):
@@ -81,7 +67,7 @@ def read_inputs(lines: Iterable[bytes], answer_type: str | None, where: str) -> 
             text = raw.decode("utf-8").rstrip("\r\n")
             if not text.strip():
                 continue
-            out.records.append(parse_line(text, answer_type))
+            out.records.append(parse_line(text, spec))
             out.lines.append(lineno)
         except UnicodeDecodeError:
             out.errors.append(DataError("not UTF-8 text", path=where, line=lineno))
@@ -122,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, FileNotFoundError) as exc:  # a missing or damaged checkpoint: one line
         _fail(str(exc))
         return 1
-    answer_type = get_spec(info["dataset"]).answer_type if info.get("dataset") else None
+    spec = get_spec(info["dataset"]) if info.get("dataset") else None
     with stream:
-        inputs = read_inputs(stream, answer_type, "<stdin>" if args.input == "-" else args.input)
+        inputs = read_inputs(stream, spec, "<stdin>" if args.input == "-" else args.input)
     for error in inputs.errors:
         _fail(str(error))
     if not inputs.records:

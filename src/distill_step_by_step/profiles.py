@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "show":
         print("\n".join(sets))
         return
-    cmd = ["dvc", "exp", "run", *extra]
+    cmd = ["dvc", "exp", "run"]
     for s in sets:
         cmd += ["-S", s]
+    cmd += extra  # after the profile's: an override given here wins
     print("+ " + " ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))
 

@@ -505,8 +505,8 @@ def teacher_name(teacher: TeacherConfig) -> str:
     """How reports name the teacher: the recorded PaLM, or the live teacher's model."""
     if teacher.name == "palm":
         return "PaLM 540B"
-    block = getattr(teacher, teacher.name) or {}
-    return str(block.get("model") or teacher.name)
+    block = getattr(teacher, teacher.name)
+    return str(getattr(block, "model", None) or teacher.name)
 
 
 def _csv(frame: pd.DataFrame, path: Path) -> None:

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .datasets import DATASETS
+from .datasets import registry as datasets_registry
 from .errors import DataError
 from .methods import get_method, registry
 
 STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
-TEACHERS = ("palm", "http", "local")
+LIVE_TEACHERS = ("http", "local")  # each with its settings block, teacher.<name>
+TEACHERS = ("palm", *LIVE_TEACHERS)  # palm: the recorded PaLM 540B completions
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 T = TypeVar("T")
@@ -54,7 +55,7 @@ class DataConfig:
     """``data``: where the authors' archive is and which datasets to prepare."""
 
     source: str
-    datasets: list[str] = setting(choices=tuple(DATASETS))
+    datasets: list[str]  # each a registered dataset (datasets.py), checked in _check_grid
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ class TeacherConfig:
 
     name: str = setting("palm", choices=TEACHERS)
     max_examples: int | None = setting(None, ge=1)
-    http: dict[str, Any] | None = None  # checked as HttpSettings (see check_teacher)
-    local: dict[str, Any] | None = None  # checked as LocalSettings
+    http: Any = None  # HttpSettings once checked (check_teacher), or None
+    local: Any = None  # LocalSettings once checked, or None
 
     @classmethod
     def of(cls, value: "TeacherConfig | dict[str, Any]") -> "TeacherConfig":
@@ -128,7 +129,7 @@ class SplitConfig:
 class GridConfig:
     """``grid``: the cells are every combination of these lists."""
 
-    datasets: list[str] = setting(choices=tuple(DATASETS))
+    datasets: list[str]  # each a registered dataset (datasets.py), checked in _check_grid
     methods: list[str]  # each a registered method (methods.py), checked in _check_grid
     students: list[str]
     fractions: list[float] = setting(gt=0, le=1)
@@ -346,17 +347,26 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
 
 
 def check_teacher(teacher: TeacherConfig) -> TeacherConfig:
-    """Check the live teachers' settings blocks (whichever teacher is picked)."""
+    """The teacher settings with every live teacher's block checked and typed (whichever teacher is picked)."""
+    blocks = {}
     for name, cls in (("http", HttpSettings), ("local", LocalSettings)):
         block = getattr(teacher, name)
-        if block is not None:
-            parse(cls, block, f"teacher.{name}")
+        if block is not None and not isinstance(block, cls):
+            if not isinstance(block, dict):
+                raise SettingsError(f"teacher.{name}", f"should be a mapping of settings, got {_show(block)}")
+            blocks[name] = parse(cls, block, f"teacher.{name}")
+    teacher = dataclasses.replace(teacher, **blocks)
     if teacher.name != "palm" and getattr(teacher, teacher.name) is None:
         raise SettingsError(f"teacher.{teacher.name}", f"missing: teacher.name is {teacher.name}")
     return teacher
 
 
 def _check_grid(s: Settings) -> None:
+    known = datasets_registry()
+    for group in ("data", "grid"):
+        for i, name in enumerate(getattr(s, group).datasets):
+            if name not in known:
+                raise SettingsError(f"{group}.datasets[{i}]", f"must be one of {', '.join(known)}; got {name!r}")
     for i, name in enumerate(s.grid.datasets):
         if name not in s.data.datasets:
             raise SettingsError(f"grid.datasets[{i}]", f"{name!r} is not prepared: add it to data.datasets "

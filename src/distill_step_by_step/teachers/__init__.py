@@ -22,9 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..settings import TeacherConfig
 
-LIVE_TEACHERS = ("http", "local")
-
-
 @dataclass(frozen=True)
 class Request:
     """One prompt to complete; ``key`` comes back in the reply."""
@@ -69,17 +66,16 @@ class Teacher(Protocol):
 
 
 def build_teacher(cfg: "TeacherConfig | dict[str, Any]") -> Teacher:
-    """The live teacher named by ``cfg.name``, with its settings block (``teacher.http`` or ``teacher.local``)."""
-    from ..settings import HttpSettings, LocalSettings, TeacherConfig, parse
+    """The live teacher named by ``cfg.name``, with its (checked) settings block, ``teacher.http`` or ``teacher.local``."""
+    from ..settings import LIVE_TEACHERS, TeacherConfig
 
     cfg = TeacherConfig.of(cfg)
     if cfg.name not in LIVE_TEACHERS:
         raise ValueError(f"teacher.name: {cfg.name!r} is not a live teacher ({', '.join(LIVE_TEACHERS)})")
-    block = getattr(cfg, cfg.name)
     if cfg.name == "http":
         from .http import HttpTeacher
 
-        return HttpTeacher(parse(HttpSettings, block, "teacher.http"))
+        return HttpTeacher(cfg.http)
     from .local import LocalTeacher
 
-    return LocalTeacher(parse(LocalSettings, block, "teacher.local"))
+    return LocalTeacher(cfg.local)

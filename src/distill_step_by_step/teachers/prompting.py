@@ -4,26 +4,22 @@ A prompt file is the few-shot exemplars followed by the query block, whose ``{in
 and ``{hypothesis}`` are replaced by the example's fields (in one pass, so braces inside an example
 are left alone). The model continues the text after the query's ``A:`` / ``Reasonings:`` /
 ``Answer:``, in the style of the released PaLM completions, so :mod:`..parsing` reads its answer.
-Generation stops where the model starts the next exemplar (``STOP``).
+Generation stops where the model starts the next exemplar (the dataset spec's ``stop``).
 """
 
 from __future__ import annotations
 
 import re
-from importlib import resources
 from typing import Any
 
 from ..datasets import get_spec
 
 FIELDS = re.compile(r"\{(input|premise|hypothesis)\}")
-# Where a completion ends: the start of another exemplar (the parsers cut there too).
-STOP = {"cqa": ["\nQ:"], "svamp": ["\nQ:"], "esnli": ["\nPremise:"], "anli1": ["\nPremise:"]}
 
 
 def prompt_template(dataset: str) -> str:
-    """The packaged prompt file of a dataset."""
-    get_spec(dataset)
-    return resources.files("distill_step_by_step").joinpath("prompts", f"{dataset}.txt").read_text(encoding="utf-8")
+    """The few-shot prompt file of a dataset (its spec's ``prompt_file``)."""
+    return get_spec(dataset).prompt_file().read_text(encoding="utf-8")
 
 
 def render(template: str, example: dict[str, Any]) -> str:
@@ -42,4 +38,4 @@ def render(template: str, example: dict[str, Any]) -> str:
 
 def stop_strings(dataset: str) -> list[str]:
     """The stop strings of a dataset's prompt."""
-    return list(STOP[dataset])
+    return list(get_spec(dataset).stop)
