@@ -30,9 +30,9 @@ def main() -> None:
     check_may_train(args.params, cell)
     metrics = train_and_score(settings, cell, args.model, args.out, data_root=args.data)
     if metrics is not None:
-        c = metrics["cell"]
+        c = metrics["record"]
         print(f"{cell.name}: best valid accuracy {c['best_valid_accuracy']:.4f} at step {c['best_step']}, "
-              f"{c['params_m']}M params; test " + json.dumps({k: v for k, v in metrics.items() if k != "cell"}))
+              f"{c['params_m']}M params; test " + json.dumps({k: v for k, v in metrics.items() if k != "record"}))
 
 
 if __name__ == "__main__":

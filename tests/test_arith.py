@@ -2,19 +2,19 @@
 
 import pytest
 
-from distill_step_by_step.arith import evaluate
+from distill_step_by_step.arith import value_of
 from distill_step_by_step.scoring import is_correct, is_exact
 from distill_step_by_step.jsonio import read_jsonl
 
 
 def test_values_follow_precedence_and_parentheses():
-    assert evaluate("( 84.0 / 2.0 )") == 42.0
-    assert evaluate("( 10.0 - ( 6.0 + 3.0 ) )") == 1.0
-    assert evaluate("2 + 3 * 4") == 14.0
-    assert evaluate("(2 + 3) * 4") == 20.0
-    assert evaluate("-3 + 5") == 2.0
-    assert evaluate("8 / 4 / 2") == 1.0
-    assert evaluate(".5 * 4") == 2.0
+    assert value_of("( 84.0 / 2.0 )") == 42.0
+    assert value_of("( 10.0 - ( 6.0 + 3.0 ) )") == 1.0
+    assert value_of("2 + 3 * 4") == 14.0
+    assert value_of("(2 + 3) * 4") == 20.0
+    assert value_of("-3 + 5") == 2.0
+    assert value_of("8 / 4 / 2") == 1.0
+    assert value_of(".5 * 4") == 2.0
     assert is_correct("equation", "(84 / 2)", "( 84.0 / 2.0 )") and is_exact("equation", "(84 / 2)", "( 84.0 / 2.0 )")
     assert is_correct("equation", "(0.1 + 0.2)", "0.3") and not is_exact("equation", "(0.1 + 0.2)", "0.3")
     assert not is_correct("equation", "(84 - 2)", "( 84.0 / 2.0 )")
@@ -52,13 +52,13 @@ def test_values_follow_precedence_and_parentheses():
     ],
 )
 def test_hostile_or_malformed_input_is_none(text):
-    assert evaluate(text) is None
+    assert value_of(text) is None
 
 
 def test_every_gold_svamp_equation_evaluates(prepared):
     for split in ("train", "test"):
         for row in read_jsonl(prepared / "svamp" / f"{split}.jsonl"):
-            assert evaluate(row["label"]) is not None, row
+            assert value_of(row["label"]) is not None, row
 
 
 def test_no_eval_or_exec_anywhere_in_the_project():

@@ -18,7 +18,7 @@ def _write_cell(folder, correct: np.ndarray, params_m: float, n_train: int) -> N
                                                  "correct": bool(c), "exact": bool(c)} for i, c in enumerate(correct)])
     write_json(folder / "metrics.json", {"accuracy": round(float(correct.mean()), 4),
                                          "exact_accuracy": round(float(correct.mean()), 4), "n": len(correct),
-                                         "cell": {"params_m": params_m, "n_train": n_train}})
+                                         "record": {"params_m": params_m, "n_train": n_train}})
 
 
 def _grid(tmp_path, correct_of, teacher_accuracy=0.75, grid=GRID):

@@ -205,3 +205,17 @@ def test_a_student_without_its_weights_keeps_its_config_and_says_why_it_cannot_p
     assert info["dataset"] == "svamp" and info["method_config"]["name"] == "step_by_step"
     status, out, err = _predict(lean, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
     assert status == 1 and out == "" and "weights were not kept" in err and len(err.splitlines()) == 1, err
+
+
+def test_predict_on_a_damaged_checkpoint_fails_in_one_line(trained_svamp, tmp_path, capsys):
+    for name, damage, expected in (
+            ("corrupt", lambda d: (d / "config.json").write_text("{not json"), "damaged checkpoint config"),
+            ("foreign", lambda d: (d / "config.json").write_text("{}"), "not a checkpoint of this pipeline"),
+            ("no-weights", lambda d: (d / "model.safetensors").unlink(), "weights were not kept"),
+            ("truncated", lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 16), "cannot load the checkpoint")):
+        model = tmp_path / name
+        shutil.copytree(trained_svamp, model)
+        damage(model)
+        status, out, err = _predict(model, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
+        assert status == 1 and out == "" and expected in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert "Traceback" not in err

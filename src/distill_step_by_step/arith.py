@@ -91,7 +91,7 @@ class _Parser:
         raise _Syntax(f"unexpected {tok!r}")
 
 
-def evaluate(text: str | None) -> float | None:
+def value_of(text: str | None) -> float | None:
     """The value of an arithmetic expression, or None if it is not one (or is not finite)."""
     if not isinstance(text, str) or len(text) > MAX_CHARS:
         return None

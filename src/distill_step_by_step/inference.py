@@ -20,12 +20,15 @@ from .students import Student, load_student
 DEFAULT_BATCH_SIZE = RunConfig().test_batch_size
 
 
-def load_for_inference(model_dir: str | Path) -> tuple[Student, dict[str, Any], MethodConfig]:
-    """A trained student on the best available device, with what its checkpoint says about its use."""
+def load_for_inference(model_dir: str | Path, method: MethodConfig | None = None) -> tuple[Student, dict[str, Any], MethodConfig]:
+    """A trained student on the best available device, with what its checkpoint says about its use, and the
+    method it was trained with: ``method`` when the caller has the checked settings (the pipeline's test
+    half), else the checkpoint's own record of it (``distill-predict``)."""
     student, info = load_student(model_dir)
     if torch.cuda.is_available():
         student.model.to("cuda")
-    return student, info, MethodConfig(**info["method_config"])
+    return student, info, method or MethodConfig.from_params(info["method_config"]["name"], {
+        k: v for k, v in info["method_config"].items() if k in get_method(info["method_config"]["name"]).settings})
 
 
 def predict(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
@@ -53,9 +56,10 @@ def _rationales(student: Student, info: dict[str, Any], method: MethodConfig, re
 
 
 def score_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str,
-                  batch_size: int = DEFAULT_BATCH_SIZE, rationales: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  batch_size: int = DEFAULT_BATCH_SIZE, rationales: bool = False,
+                  method: MethodConfig | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predictions (id, prediction, gold, correct, exact[, rationale]) and their scores under both rules."""
-    student, info, method = load_for_inference(model_dir)
+    student, info, method = load_for_inference(model_dir, method)
     rows = predict(student, info, method, records, batch_size, rationales)
     for row, rec in zip(rows, records):
         row["gold"] = rec["label"]
@@ -67,19 +71,19 @@ def score_student(model_dir: str | Path, records: list[dict[str, Any]], answer_t
     return rows, metrics
 
 
-def score_cell(cell: Cell, model_dir: str | Path, out_dir: str | Path, record: dict[str, Any], *,
+def score_cell(cell: Cell, method: MethodConfig, model_dir: str | Path, out_dir: str | Path, record: dict[str, Any], *,
                data_root: str | Path = "data", batch_size: int = DEFAULT_BATCH_SIZE,
                rationales: bool = False) -> dict[str, Any]:
     """Score the cell's checkpoint on the dataset's test manifest; write predictions.jsonl and metrics.json
     (the test scores, and what of the cell's record ``student.json`` the report reads)."""
     test = test_records(cell.dataset, Path(data_root) / "corpus", Path(data_root) / "test_sets")
-    rows, metrics = score_student(model_dir, test, get_spec(cell.dataset).answer_type, batch_size, rationales)
-    metrics["cell"] = {k: record.get(k) for k in CELL_FIELDS}
+    rows, metrics = score_student(model_dir, test, get_spec(cell.dataset).answer_type, batch_size, rationales, method)
+    metrics["record"] = {k: record.get(k) for k in RECORD_FIELDS}
     write_jsonl(Path(out_dir) / "predictions.jsonl", rows)
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
 
 
 # What metrics.json repeats from the cell's student.json, so the report (and `dvc metrics show`) need only it.
-CELL_FIELDS = ("dataset", "method", "student", "fraction", "seed", "params", "params_m", "n_train", "n_used",
+RECORD_FIELDS = ("dataset", "method", "student", "fraction", "seed", "params", "params_m", "n_train", "n_used",
                "best_step", "best_valid_accuracy", "steps")

@@ -87,7 +87,7 @@ def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig
         if not (folder / METRICS_FILE).is_file():
             continue
         m = read_json(folder / METRICS_FILE)
-        info = m.get("cell", {})
+        info = m.get("record", {})
         key = (cell.dataset, cell.method, cell.student, float(cell.fraction), int(cell.seed))
         rows.append({"dataset": cell.dataset, "method": cell.method, "student": cell.student,
                      "params_m": info.get("params_m"), "fraction": key[3], "n_train": info.get("n_train"),

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .arith import evaluate
+from .arith import value_of
 
 RULES = {
     "lenient": "exact match after lower-casing and re-spacing punctuation; equations by value, numbers read "
@@ -58,7 +58,7 @@ def is_exact(answer_type: str, prediction: str | None, gold: str) -> bool:
 
 
 def _same_value(prediction: str, gold: str, *, exact: bool) -> bool:
-    a, b = evaluate(prediction), evaluate(gold)
+    a, b = value_of(prediction), value_of(gold)
     if a is None or b is None:
         return False
     return a == b if exact else abs(a - b) <= max(1e-9, 1e-6 * max(abs(a), abs(b)))

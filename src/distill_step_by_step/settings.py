@@ -152,7 +152,7 @@ class StudentConfig:
     encoder_layers: int | None = setting(None, ge=1)  # encoder-decoder warm start: keep N layers (see keep_layers)
     decoder_layers: int | None = setting(None, ge=1)
     # which N layers a truncated warm start keeps: the `first` N, or N `spread` evenly up to the last one
-    # (DistilBERT-style; on e-SNLI a 3+3 MiniLM learns from spread layers and not from the first three)
+    # (DistilBERT-style; README "Students" says which learned in the demo's budget)
     keep_layers: str = setting("first", choices=("first", "spread"))
     # encoder-decoder warm start, what the encoder checkpoint lacks: `copy` starts each decoder layer's
     # cross-attention as a copy of its self-attention and the LM-head transform as the identity; `random`

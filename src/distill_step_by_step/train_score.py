@@ -47,7 +47,7 @@ def train_and_score(settings: Settings, cell: Cell, model_dir: str | Path, resul
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     decode_start = time.perf_counter()
-    metrics = score_cell(cell, model_dir, results_dir, trained.record, data_root=data_root,
+    metrics = score_cell(cell, settings.method(cell.method), model_dir, results_dir, trained.record, data_root=data_root,
                          batch_size=settings.run.test_batch_size, rationales=settings.test.rationales)
     decode_seconds = time.perf_counter() - decode_start
     if not settings.run.keep_weights:
