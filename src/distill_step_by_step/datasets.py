@@ -24,7 +24,7 @@ import numpy as np
 from .archive import DatasetArchive
 from .errors import DataError
 from .parsing import NLI_LABELS, Parsed, parse_anli, parse_choice, parse_equation, parse_esnli
-from .plugins import load_plugins
+from .plugins import Registry
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 ANSWER_TYPES = ("choice", "nli", "equation")  # how answers are scored (scoring.py)
@@ -166,29 +166,10 @@ def _norm_svamp(row: dict[str, Any], where: str, line: int) -> dict[str, Any]:
     return {"id": "", "input": _text(row, "input", where, line), "label": _text(row, "label", where, line)}
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry (its ``name`` must be new)."""
-    if spec.name in DATASETS and DATASETS[spec.name] != spec:
-        raise ValueError(f"a dataset named {spec.name!r} is already registered")
-    DATASETS[spec.name] = spec
-    return spec
-
-
-def registry() -> dict[str, DatasetSpec]:
-    """Every registered dataset by name, in registration order."""
-    load_plugins()
-    return DATASETS
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The spec of a dataset by name; unknown names list the known ones."""
-    try:
-        return registry()[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+register = DATASETS.register  # add a dataset (its name must be new)
+registry = DATASETS.all  # every registered dataset by name, plugins included
+get_spec = DATASETS.get  # a dataset's spec by name; an unknown name lists the known ones
 
 
 def load_split(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[dict[str, Any]]:

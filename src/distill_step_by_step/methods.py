@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .datasets import student_text
-from .plugins import load_plugins
+from .plugins import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -186,29 +186,10 @@ class SingleTask(Method):
         return [rationale_from_output(o) for o in outputs]
 
 
-_REGISTRY: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add a method to the registry (its ``name`` must be new)."""
-    if method.name in _REGISTRY and type(_REGISTRY[method.name]) is not type(method):
-        raise ValueError(f"a method named {method.name!r} is already registered")
-    _REGISTRY[method.name] = method
-    return method
-
-
-def registry() -> dict[str, Method]:
-    """Every registered method by name, in registration order."""
-    load_plugins()
-    return _REGISTRY
-
-
-def get_method(name: str) -> Method:
-    """A registered method by name; unknown names list the known ones."""
-    try:
-        return registry()[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(registry())}") from None
+METHODS: Registry[Method] = Registry("method")
+register = METHODS.register  # add a method (its name must be new)
+registry = METHODS.all  # every registered method by name, plugins included
+get_method = METHODS.get  # a method by name; an unknown name lists the known ones
 
 
 for _method in (FineTune(), Distill(), StepByStep(), SingleTask()):
