@@ -5,7 +5,7 @@ with the same number of periodic evaluations on the same validation examples, th
 examples:
 
 * ours: ``training.train_student`` (step_by_step, label-only validation decoding, best checkpoint and
-  resumable state saved at every evaluation) and then ``evaluation.evaluate_student`` on test (loads
+  resumable state saved at every evaluation) and then ``inference.score_student`` on test (loads
   the checkpoint from disk, label-only decoding);
 * reference: ``TaskPrefixTrainer.train()`` (two forward passes per step, generation-based evaluation of
   both tasks with 64-token outputs and a checkpoint saved at every evaluation) and then
@@ -30,31 +30,32 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:
     from distill_step_by_step import training
-    from distill_step_by_step.evaluation import evaluate_student
-    from distill_step_by_step.settings import EvaluateConfig, MethodConfig, TrainConfig
+    from distill_step_by_step.inference import score_student
+    from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
 
     evals: list[float] = []
     cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
                       max_steps=a.steps, grad_clip=1.0, eval_every=a.eval_every, max_input_tokens=a.max_input,
-                      max_target_tokens=a.max_target, eval_batch_size=a.eval_batch_size, log_every=10)
+                      max_target_tokens=a.max_target)
+    run = RunConfig(valid_batch_size=a.eval_batch_size, test_batch_size=a.eval_batch_size, log_every=10)
     method = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
     out_dir, state_dir = work / "ours" / "model", work / "ours" / "state"
     shutil.rmtree(work / "ours", ignore_errors=True)
     hooks = training.TrainHooks(on_eval=lambda event: evals.append(event.seconds))  # validation's own time
     t0 = time.perf_counter()
-    summary = training.train_student(benchlib.STUDENTS[student_name], method,
-                                     training.CellData(data.train, data.valid, data.answer_type), cfg, 0, out_dir,
-                                     state_dir, {"cell": "bench/ours"}, hooks)
+    result = training.train_student(benchlib.STUDENTS[student_name], method,
+                                    training.CellData(data.train, data.valid, data.answer_type), cfg, 0, out_dir,
+                                    state_dir, {"cell": "bench/ours"}, hooks, run=run)
     benchlib.sync()
     t1 = time.perf_counter()
-    _, metrics = evaluate_student(out_dir, data.test, data.answer_type, EvaluateConfig(batch_size=a.eval_batch_size))
+    _, metrics = score_student(out_dir, data.test, data.answer_type, batch_size=run.test_batch_size)
     benchlib.sync()
     t2 = time.perf_counter()
-    validate_seconds = [sum(evals)]
-    return {"total_seconds": t2 - t0, "train_seconds": t1 - t0, "periodic_eval_seconds": validate_seconds[0],
-            "test_seconds": t2 - t1, "evaluations": len(summary["history"]), "steps": summary["steps"],
-            "valid_accuracy_last": summary["history"][-1]["valid_accuracy"] if summary["history"] else None,
-            "test_accuracy": metrics["accuracy"], "label_tokens_decoded": summary["max_label_tokens"]}
+    curve = result.curve  # one entry per validation
+    return {"total_seconds": t2 - t0, "train_seconds": t1 - t0, "periodic_eval_seconds": sum(evals),
+            "test_seconds": t2 - t1, "evaluations": len(curve), "steps": result.record["steps"],
+            "valid_accuracy_last": curve[-1]["valid_accuracy"] if curve else None,
+            "test_accuracy": metrics["accuracy"], "label_tokens_decoded": result.record["max_label_tokens"]}
 
 
 def run_reference(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:

@@ -11,7 +11,7 @@ The student is not trained here, so where it would stop is not meaningful: each 
 exactly what a trained model would, one batch at a time: a batch ends when its longest output ends, so
 every batch runs to the length of its longest reference target (label + EOS for ours; rationale, marker,
 label and EOS for the single-task way). That comparison gives the ratio. For reference it also runs our
-real test-time code path (``evaluation.predict``, as the evaluate stage calls it) decoding every batch
+real test-time code path (``inference.predict``, as the train_score stage calls it) decoding every batch
 to its bound ``max_label_tokens`` (the longest training label, EOS included): our worst case.
 """
 
@@ -37,17 +37,18 @@ def label_bound(student, records: list[dict], max_target: int) -> int:
 
 
 def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
-    """Our real test-time path (``evaluation.predict``), every batch decoded to the bound."""
-    from distill_step_by_step.evaluation import predict
-    from distill_step_by_step.settings import EvaluateConfig, MethodConfig
+    """Our real test-time path (``inference.predict``), every batch decoded to the bound."""
+    from distill_step_by_step.inference import predict
+    from distill_step_by_step.settings import MethodConfig
 
     gen = student.model.generation_config
     gen.min_new_tokens = bound  # no early stop
     try:
         benchlib.sync()
         t0 = time.perf_counter()
-        rows = predict(student, {"max_label_tokens": bound, "train_config": {"max_input_tokens": a.max_input}},
-                       MethodConfig.from_params("step_by_step", {}), test, EvaluateConfig(batch_size=a.batch_size))
+        # what a checkpoint's inference info says (students.inference_info): the bound and the input cut
+        rows = predict(student, {"max_label_tokens": bound, "max_input_tokens": a.max_input},
+                       MethodConfig.from_params("step_by_step", {}), test, batch_size=a.batch_size)
         benchlib.sync()
         seconds = time.perf_counter() - t0
     finally:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> Report:
     benchlib.common_args(ap)
     ap.add_argument("--student", default="minilm-l3", choices=sorted(benchlib.STUDENTS))
     ap.add_argument("--n-test", type=int, default=200, help="test examples (the default grid's 200)")
-    ap.add_argument("--batch-size", type=int, default=64, help="params.yaml evaluate.batch_size")
+    ap.add_argument("--batch-size", type=int, default=64, help="params.yaml run.test_batch_size")
     ap.add_argument("--max-input", type=int, default=512)
     ap.add_argument("--max-target", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each variant (best run reported)")

@@ -80,7 +80,7 @@ def t5_flops_per_step(batches: list[list[tuple[int, int]]], cfg) -> float:
 
 def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precision: str) -> dict:
     from distill_step_by_step import training
-    from distill_step_by_step.settings import MethodConfig, TrainConfig
+    from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
 
     ends: list[float] = []
     counter = TokenCounter()
@@ -93,12 +93,12 @@ def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precisi
 
     cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
                       max_steps=a.warmup + a.steps, grad_clip=1.0, eval_every=a.warmup + a.steps,
-                      max_input_tokens=a.max_input, max_target_tokens=a.max_target, eval_batch_size=64,
-                      log_every=10, mixed_precision=precision)
+                      max_input_tokens=a.max_input, max_target_tokens=a.max_target, mixed_precision=precision)
     shutil.rmtree(work / "ours", ignore_errors=True)
     training.train_student(student_cfg, MethodConfig.from_params("step_by_step", {"alpha": 0.5}),
                            training.CellData(data.train, data.valid[:1], data.answer_type), cfg, 0, work / "ours" / "model",
-                           work / "ours" / "state", {"cell": "bench/ours"}, training.TrainHooks(on_step=on_step))
+                           work / "ours" / "state", {"cell": "bench/ours"}, training.TrainHooks(on_step=on_step),
+                           run=RunConfig(valid_batch_size=64, log_every=10))
     flops = [t5_flops_per_step(b, a.model_config) for b in counter.lengths] if a.count_flops else []
     return _figures(ends, counter, a, flops)
 
