@@ -6,12 +6,12 @@
    autocast), ``step_by_step`` and ``finetune``: the real ``training.train_student`` loop, timed by its
    ``on_step`` hook, and the fraction of that time the GPU is busy (NVML utilisation sampled every
    20 ms: the share of each sample period in which a kernel ran).
-2. **Test decoding**, label only (ours: ``evaluation.predict``, bounded by the longest training label)
+2. **Test decoding**, label only (ours: ``inference.predict``, bounded by the longest training label)
    against rationale + label (up to 128 new tokens per example, as a single-task student decodes),
    examples/s.
 3. **Cells per hour** with 1, 4 and 8 cells at once on the one GPU: each cell is a process that trains
    ``--cell-steps`` steps of ``step_by_step`` and decodes ``--cell-test`` test examples, exactly as a
-   queued ``train_test`` stage would (``DSS_GPUS=0 DSS_JOBS_PER_GPU=N``); and each cell's peak
+   queued ``train_score`` stage would (``DSS_GPUS=0 DSS_JOBS_PER_GPU=N``); and each cell's peak
    GPU memory.
 4. From ``bench_train_step.py`` and ``bench_cell.py``, run on the same GPU: model FLOPs utilisation of a
    T5-base-size model (bf16, batch 64, 512 / 256 tokens) and the cell ratio against the authors' way.
@@ -84,8 +84,14 @@ def train_config(a, steps: int):
     from distill_step_by_step.settings import TrainConfig
 
     return TrainConfig(lr=5e-5, warmup_steps=0, batch_size=a.batch_size, max_steps=steps, eval_every=steps,
-                       max_input_tokens=a.max_input, max_target_tokens=a.max_target, eval_batch_size=a.eval_batch_size,
-                       log_every=10**6, mixed_precision="auto")
+                       max_input_tokens=a.max_input, max_target_tokens=a.max_target, mixed_precision="auto")
+
+
+def run_config(a):
+    """How the cells run: validation and test decoding at ``--eval-batch-size``, no loss logging."""
+    from distill_step_by_step.settings import RunConfig
+
+    return RunConfig(valid_batch_size=a.eval_batch_size, test_batch_size=a.eval_batch_size, log_every=10**6)
 
 
 def step_time(method: str, data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def step_time(method: str, data: benchlib.BenchData, a, work: Path) -> dict[str,
         training.train_student(students()[STUDENT], MethodConfig.from_params(method, {}),
                                training.CellData(data.train, data.valid[:1], data.answer_type),
                                train_config(a, a.warmup + a.steps), 0, work / method / "model", work / method / "state",
-                               {"cell": f"bench/{method}"}, training.TrainHooks(on_step=on_step))
+                               {"cell": f"bench/{method}"}, training.TrainHooks(on_step=on_step), run=run_config(a))
     seconds = (ends[-1] - ends[0]) / (len(ends) - 1)
     print(f"  {method}: {seconds:.4f} s/step at batch {a.batch_size}, GPU busy {sampler.busy_fraction}; "
           f"{benchlib.fmt_mem(mem.figures())}", flush=True)
@@ -121,9 +127,9 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
     """Label-only test decoding (ours) vs rationale + label (``a.max_target`` new tokens), examples/s."""
     import torch
 
-    from distill_step_by_step.evaluation import predict
+    from distill_step_by_step.inference import predict
     from distill_step_by_step.modeling import generate
-    from distill_step_by_step.settings import EvaluateConfig, MethodConfig
+    from distill_step_by_step.settings import MethodConfig
     from distill_step_by_step.students import build_student
 
     student = build_student(students()[STUDENT])
@@ -131,9 +137,9 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
         student.model.to("cuda")
     method = MethodConfig.from_params("step_by_step", {})
     bound = max(len(student.tokenizer(" " + r["label"], add_special_tokens=False)["input_ids"]) + 1 for r in data.train)
-    info = {"max_label_tokens": bound, "train_config": {"max_input_tokens": a.max_input}}
+    info = {"max_label_tokens": bound, "max_input_tokens": a.max_input}  # as a checkpoint's inference info says
     out = {}
-    for name, run in (("label_only", lambda: predict(student, info, method, data.test, EvaluateConfig(batch_size=a.eval_batch_size))),
+    for name, run in (("label_only", lambda: predict(student, info, method, data.test, batch_size=a.eval_batch_size)),
                       ("rationale_and_label", lambda: _forced(student, data, a, generate))):
         run()  # warm-up (kernels, allocator)
         benchlib.sync()
@@ -164,15 +170,16 @@ from distill_step_by_step.gpu import claim_gpu
 claim_gpu(poll_seconds=0.2)
 import torch
 from distill_step_by_step import training
-from distill_step_by_step.evaluation import evaluate_student
+from distill_step_by_step.inference import score_student
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import EvaluateConfig, MethodConfig, TrainConfig
+from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
 args = json.loads(sys.argv[1])
 train, test = read_jsonl(args["train"]), read_jsonl(args["test"])
+run = RunConfig(**args["run"])
 training.train_student(args["student"], MethodConfig.from_params("step_by_step", {{}}),
                        training.CellData(train, test[:1], args["answer_type"]), TrainConfig(**args["cfg"]), 0,
-                       args["out"], args["out"] + "-state")
-evaluate_student(args["out"], test, args["answer_type"], EvaluateConfig(batch_size=args["cfg"]["eval_batch_size"]))
+                       args["out"], args["out"] + "-state", run=run)
+score_student(args["out"], test, args["answer_type"], batch_size=run.test_batch_size)
 peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 print("PEAK_GIB", peak)
 """
@@ -186,7 +193,7 @@ def cells_per_hour(data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
 
     write_jsonl(work / "train.jsonl", data.train)
     write_jsonl(work / "test.jsonl", data.test[:a.cell_test])
-    cfg = asdict(train_config(a, a.cell_steps))
+    cfg, run = asdict(train_config(a, a.cell_steps)), asdict(run_config(a))
     out: dict[str, Any] = {}
     for n in a.concurrency:
         env = {**os.environ, "DSS_GPUS": "0", "DSS_JOBS_PER_GPU": str(n), "TMPDIR": str(work)}
@@ -194,7 +201,7 @@ def cells_per_hour(data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         procs = [subprocess.Popen([sys.executable, "-c", CELL_WORKER.format(src=str(benchlib.ROOT / "src")), json.dumps({
             "student": students()[STUDENT], "train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"),
-            "answer_type": data.answer_type, "cfg": cfg, "out": str(work / f"cell-{n}-{i}")})],
+            "answer_type": data.answer_type, "cfg": cfg, "run": run, "out": str(work / f"cell-{n}-{i}")})],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(n)]
         results = [p.communicate() for p in procs]
         wall = time.perf_counter() - t0

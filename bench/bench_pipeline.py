@@ -6,8 +6,8 @@ never trains anything); otherwise the script says what is out of date and skips 
 time comes from ``--grid-wall-seconds`` or from ``bench/results/default_grid.json``
 (``{"wall_seconds": ..., "machine": ..., "date": ...}``, written by whoever ran the grid, e.g. with
 ``python bench/bench_pipeline.py --record-grid -- dvc repro``); the script also sums the training and
-decoding seconds that the finished cells recorded in ``models/**/student.json`` and
-``results/**/metrics.json``.
+decoding seconds that the cells' runs logged in ``logs/models/**/runs.jsonl`` (the run log,
+:mod:`distill_step_by_step.runlog`: each cell's last ``trained`` and ``finished`` events).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import benchlib
 from benchlib import Report
+
+from distill_step_by_step import runlog
 
 GOAL_SECONDS = 3.0
 
@@ -52,11 +54,21 @@ def grid_size(repo: Path) -> dict | None:
 
 
 def recorded_cell_seconds(repo: Path) -> dict:
-    """What the finished cells recorded themselves (train seconds, test decoding seconds)."""
-    train = [json.loads(p.read_text()).get("train_seconds") or 0.0 for p in (repo / "models").glob("**/student.json")]
-    decode = [json.loads(p.read_text()).get("decode_seconds") or 0.0 for p in (repo / "results").glob("**/metrics.json")]
+    """What the cells' runs logged about themselves (``logs/models/**/runs.jsonl``): per cell, the training
+    seconds of its last ``trained`` event and the test decoding seconds of its last ``finished`` event."""
+    train, decode, whole = [], [], []
+    for path in sorted((repo / "logs" / "models").glob("**/runs.jsonl")):
+        events = runlog.read_run_log(path)
+        trained = [e for e in events if e.get("event") == "trained"]
+        finished = [e for e in events if e.get("event") == "finished"]
+        if trained:
+            train.append(trained[-1].get("train_seconds") or 0.0)
+        if finished:
+            decode.append(finished[-1].get("decode_seconds") or 0.0)
+            whole.append(finished[-1].get("seconds") or 0.0)
     return {"cells_trained": len(train), "train_seconds_sum": round(sum(train), 1),
-            "cells_evaluated": len(decode), "test_decode_seconds_sum": round(sum(decode), 1)}
+            "cells_evaluated": len(decode), "test_decode_seconds_sum": round(sum(decode), 1),
+            "cell_seconds_sum": round(sum(whole), 1)}
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> Report:
     if grid:
         print(f"grid in {repo}: {grid['cells']} cells ({len(grid['datasets'] or [])} datasets x {len(grid['methods'] or [])} "
               f"methods x {len(grid['students'] or [])} students x {len(grid['fractions'] or [])} fractions x "
-              f"{len(grid['seeds'] or [])} seeds), each a train_test stage")
+              f"{len(grid['seeds'] or [])} seeds), each a train_score stage")
     if not (repo / "dvc.yaml").is_file():
         print(f"{repo} has no dvc.yaml: not a pipeline repository; nothing to time")
         rep.notes.append("no dvc.yaml")
@@ -153,10 +165,10 @@ def main(argv: list[str] | None = None) -> Report:
     rep.figures["dvc_repro_noop_seconds"] = round(benchlib.median(repro_times), 3) if repro_times else None
     rep.figures["dvc_repro_noop_runs"] = [round(t, 3) for t in repro_times]
 
-    # Every train_test stage is a fresh Python process: what starting one costs before any work
+    # Every train_score stage is a fresh Python process: what starting one costs before any work
     # (interpreter, torch, transformers; `--help` exits right after the imports).
     startup: dict[str, float] = {}
-    for stage in ("train_test",):
+    for stage in ("train_score",):
         script = repo / "stages" / f"{stage}.py"
         if not script.is_file():
             continue
@@ -201,8 +213,10 @@ def main(argv: list[str] | None = None) -> Report:
     cells = recorded_cell_seconds(repo)
     rep.figures["recorded_by_cells"] = cells
     if cells["cells_trained"] or cells["cells_evaluated"]:
-        print(f"recorded by the cells in {repo}: {cells['cells_trained']} trained ({cells['train_seconds_sum']:.0f} s of "
-              f"training), {cells['cells_evaluated']} evaluated ({cells['test_decode_seconds_sum']:.0f} s of test decoding)")
+        print(f"logged by the cells' runs in {repo / 'logs' / 'models'}: {cells['cells_trained']} trained "
+              f"({cells['train_seconds_sum']:.0f} s of training), {cells['cells_evaluated']} scored "
+              f"({cells['test_decode_seconds_sum']:.0f} s of test decoding; {cells['cell_seconds_sum']:.0f} s per cell run "
+              f"in all)")
 
     measured = [t for t in (rep.figures["dvc_status_seconds"], rep.figures["dvc_repro_noop_seconds"]) if t is not None]
     if measured:

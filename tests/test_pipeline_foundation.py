@@ -35,7 +35,7 @@ def test_changed_source_is_noticed_and_bad_source_fails_cleanly(project, mirror)
     params = (project / "params.yaml").read_text()
     bad = project.parent / "broken.zip"
     bad.write_bytes(b"not a zip")
-    (project / "params.yaml").write_text(params.replace("../shared/datasets/dss-datasets.zip", str(bad)))
+    (project / "params.yaml").write_text(params.replace("source: data/raw/dss-datasets.zip", f"source: {bad}"))
     status = run(["dvc", "status", "prepare"], project).stdout
     assert "changed deps" in status
     proc = subprocess.run(["dvc", "repro", "prepare"], cwd=project, capture_output=True, text=True)

@@ -35,13 +35,19 @@ def log_event(model_dir: str | Path, event: str, **fields: Any) -> None:
 
 def read_events(model_dir: str | Path) -> list[dict[str, Any]]:
     """The cell's logged events, oldest first (a line torn by a kill is skipped)."""
-    path = run_log_dir(model_dir) / RUNS_FILE
+    return read_run_log(run_log_dir(model_dir) / RUNS_FILE)
+
+
+def read_run_log(path: Path) -> list[dict[str, Any]]:
+    """The events of one ``runs.jsonl`` file, oldest first; none if it is missing, a torn line skipped."""
     if not path.is_file():
         return []
     events = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            events.append(json.loads(line))
+            event = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(event, dict):
+            events.append(event)
     return events
