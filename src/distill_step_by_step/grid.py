@@ -222,6 +222,15 @@ def record_times(grid: Grid, times: dict[str, float]) -> None:
     path.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")
 
 
+def gather_worker_times(grid: Grid) -> None:
+    """Merge the cell times that this host's workers measured (``launch/worker.sh`` clones in
+    ``$DSS_WORKDIR``, default ``.workers/``) into this repository's ``cell_times.json``, for later budgets."""
+    workdir = Path(os.environ.get("DSS_WORKDIR") or grid.root / ".workers")
+    inside = grid.times_path().relative_to(grid.root).as_posix()
+    for path in sorted(workdir.glob(f"{grid.name}-*/{inside}")):
+        record_times(grid, {k: v["seconds"] for k, v in json.loads(path.read_text()).items()})
+
+
 def trained_since(grid: Grid, cell: Cell, since: float) -> bool:
     """Whether the cell's run log has a finished training run since ``since`` (wall clock): the cell was
     trained here, not restored from the run-cache."""
@@ -235,7 +244,8 @@ def trained_since(grid: Grid, cell: Cell, since: float) -> bool:
 
 def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True, quiet: bool = False) -> int:
     """Run a dvc command, its output shown (or not, with ``quiet``); a failure stops the worker when ``check``."""
-    print("+ dvc " + " ".join(args), flush=True)
+    shown = args if len(args) <= 12 else (*args[:8], f"... ({len(args) - 8} more)")
+    print("+ dvc " + " ".join(shown), flush=True)
     proc = subprocess.run(["dvc", *args], env={**os.environ, **(env or {})},
                           stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
     if check and proc.returncode != 0:
@@ -316,6 +326,7 @@ def assemble(grid: Grid, remote: str | None) -> list[Cell]:
     """Restore every cell finished in the remote into this pipeline (training none), build the report and
     keep the cells' small outputs in the repository's store; returns the cells still missing."""
     prepare(grid, remote)
+    gather_worker_times(grid)
     missing = [c for c in grid.cells() if c not in grid.finished()]
     if missing:
         dvc("repro", *(["--pull"] if remote else []), "-s", "--keep-going", *[grid.target(c.stage) for c in missing],
