@@ -245,7 +245,9 @@ def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_bring
     assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
     collected = run([sys.executable, "-m", "distill_step_by_step.kit", "collect", "smoke", str(out)], repo).stdout
     finished = int(re.search(r"grid smoke: (\d+) of 12 cells finished", collected).group(1))
-    assert finished > 0 and _finished_events(repo) == {}
+    # the lease's run logs came back with its cells: each cell trained once there, and none here
+    lease_runs = _finished_events(repo)
+    assert finished > 0 and _trained(collected) == [] and len(lease_runs) == finished and set(lease_runs.values()) == {1}
     # a file too large for one command travels in parts and is joined, checked by its size, on the far side
     big = tmp_path / "model.whl"
     big.write_bytes(os.urandom(300_000))

@@ -28,12 +28,6 @@ def content_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
-def round_sig(value: float, digits: int = 4) -> float:
-    """``value`` to ``digits`` significant digits: what a measured loss can carry, so that floating-point
-    noise between machines does not change a file that records it."""
-    return float(f"{value:.{digits}g}")
-
-
 def code_fingerprint() -> str:
     """A fingerprint of this package's source code: resumable work saved by other code is not reused."""
     digest = hashlib.sha256()

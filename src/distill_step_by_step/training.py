@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .cell import Cell, training_records
 from .datasets import get_spec
-from .jsonio import atomic_dir, round_sig
+from .jsonio import atomic_dir
 from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
 from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
 from .resume import Resume, TrainState
@@ -248,15 +248,14 @@ def _open_live(path: Path, resume: bool):
     return Live(dir=str(path), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-def record_eval(state: TrainState, result: Score, loss: float, cfg: TrainConfig) -> bool:
+def record_eval(state: TrainState, result: Score, cfg: TrainConfig) -> bool:
     """Add a validation result to the state's curve; returns whether it is the best so far.
 
-    The curve keeps what the inputs decide and no more: the accuracy as a fraction of ``n`` (rounded to 4
-    places, exact for n <= 10,000) and the training loss to 4 significant digits, so that floating-point
-    noise between CPU models does not change the file."""
+    The curve keeps counts alone (the accuracy as a fraction of ``n``, rounded to 4 places, exact for
+    n <= 10,000): the training loss, whose last digits differ between CPU models, is the run log's
+    (dvclive), so that the file is the same wherever the cell is trained."""
     step, accuracy = state.step, result.accuracy
-    state.curve.append({"step": step, "valid_accuracy": round(accuracy, 4), "valid_n": result.n,
-                        "loss": round_sig(loss, 4)})
+    state.curve.append({"step": step, "valid_accuracy": round(accuracy, 4), "valid_n": result.n})
     if accuracy > state.best_accuracy:
         state.best_accuracy, state.best_step, state.bad_evals = accuracy, step, 0
         return True
@@ -302,7 +301,7 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
             loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
             loop.log.train(state.step, loss_value, loop.scheduler.get_last_lr()[0])
         if evaluating:
-            validate_and_keep_best(loop, state, loss_value)
+            validate_and_keep_best(loop, state)
         if not state.done(cfg) and loop.resume.due(loop.accelerator, run, state.step, evaluating,
                                                    time.monotonic() - last_save):
             now = time.perf_counter()
@@ -311,11 +310,11 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     state.train_seconds += time.perf_counter() - t_seg
 
 
-def validate_and_keep_best(loop: Loop, state: TrainState, loss: float) -> None:
+def validate_and_keep_best(loop: Loop, state: TrainState) -> None:
     """Validate now; keep these weights if they are the best so far."""
     result, seconds = validate(loop.accelerator, loop.model, loop.student, loop.enc, loop.method, loop.answer_type,
                                loop.cfg, loop.run.valid_batch_size)
-    if record_eval(state, result, loss, loop.cfg) and loop.accelerator.is_main_process:
+    if record_eval(state, result, loop.cfg) and loop.accelerator.is_main_process:
         loop.resume.save_best(loop.accelerator.unwrap_model(loop.model), state.step, result.accuracy)
     loop.log.valid(state.step, result.accuracy, state)
     if loop.hooks.on_eval:
