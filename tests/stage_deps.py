@@ -80,5 +80,9 @@ def write_deps(dvc_yaml: Path, src: Path) -> None:
 
 
 if __name__ == "__main__":
+    from distill_step_by_step.grid import GRIDS_DIR, init
+
     here = Path(__file__).resolve().parents[1]
     write_deps(here / "dvc.yaml", here / "src")
+    for folder in sorted((here / GRIDS_DIR).iterdir()):  # the grids' copies of the pipeline
+        init(folder.name, here)

@@ -179,18 +179,21 @@ def _readme_block(marker: str) -> str:
 
 
 @pytest.mark.slow
-def test_the_readme_scale_out_commands_build_assemble_and_keep_a_grid(tmp_path):
-    repo = copy_project(tmp_path)
+def test_the_readme_scale_out_commands_on_a_fresh_clone_restore_the_committed_grid_and_train_nothing(tmp_path):
+    """The README's block as a user copies it: the committed smoke grid's cells come from the repository's
+    store, so its two workers and the assembly train none, the status says all 12 are done, and there is
+    nothing new to commit."""
+    repo = copy_project(tmp_path, committed_grids=True)
     remote = tmp_path / "shared-remote"
     remote.mkdir()
     script = _readme_block("scale-out").replace("/path/to/shared/remote", str(remote))
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "grid smoke: 12 of 12 cells finished, 0 missing" in proc.stdout
-    assert _finished_events(repo) == {}  # the assembly restored the workers' cells, trained none
-    log = run(["git", "log", "--stat", "-1"], repo).stdout
-    assert "grids/smoke/dvc.lock" in log and "reports/smoke/results.md" in log and "store/" in log
+    assert "grid smoke: 12 of 12 cells finished, 0 missing" in proc.stdout and _trained(proc.stdout) == []
+    for worker in ("1/2", "2/2"):
+        assert f"worker {worker}: 0 cells to do (12 of the grid already finished)" in proc.stdout, proc.stdout[-3000:]
+    assert run(["git", "status", "--porcelain"], repo).stdout == "" and run(["git", "log", "--format=%s"], repo).stdout == "init\n"
 
 
 @pytest.mark.slow

@@ -1,10 +1,11 @@
 """A profile's grid as its own DVC pipeline, built by many workers through a DVC remote, kept in this repository.
 
-``grids/<profile>/`` holds a grid's pipeline: ``dvc.yaml`` (a link to the repository's one ``dvc.yaml``),
+``grids/<profile>/`` holds a grid's pipeline: ``dvc.yaml`` (a copy of the repository's one ``dvc.yaml``),
 ``params.yaml`` (``params.yaml`` with ``profiles/<profile>.yaml`` applied and the grid's own paths: made
 by ``init``, checked against its sources by the tests), ``dvc.lock`` (what DVC ran, stage by stage) and
 ``cell_times.json`` (measured seconds per cell, for budgets). Its results go to ``results/<profile>/``
-and its report to ``reports/<profile>/``, all kept in git beside the CPU demo's.
+(DVC-cached, kept in the repository's ``store`` remote) and its report to ``reports/<profile>/`` (git),
+beside the CPU demo's.
 
 * ``work`` runs one worker: a deterministic, disjoint share of the grid's cells (worker I of N; whole
   comparison points, every method and seed of a (dataset, student, fraction), go to one worker, in grid
@@ -47,7 +48,7 @@ from .profiles import apply_profile, load_profile
 from .settings import Settings, parse_settings, read_params
 
 GRIDS_DIR = Path(GRIDS)
-PIPELINE_LINK = "../../dvc.yaml"
+PIPELINE = "dvc.yaml"  # the repository's pipeline, which every grid's dvc.yaml copies
 TIMES_FILE = "cell_times.json"
 REMOTE_NAME = "grid"  # the remote a worker or an assembly is given, as a local (uncommitted) DVC remote
 STORE = "store"  # the DVC remote inside the repository (store/) that keeps the committed cells' small outputs
@@ -143,26 +144,31 @@ def _params_text(profile: str, params: dict[str, Any]) -> str:
     return header + yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=110)
 
 
+def _pipeline_text(profile: str, root: Path) -> str:
+    # A copy, not a link: DVC reads a link in the work tree but not in a git revision (`dvc metrics diff`,
+    # `dvc plots diff`, `dvc exp show`), where it would see the link's target path instead of a pipeline.
+    header = (f"# A copy of the repository's dvc.yaml for the {profile} grid, made by `python -m distill_step_by_step.grid\n"
+              f"# init {profile}`; edit ../../dvc.yaml and run it again, not this one (tests/test_grid.py checks it).\n")
+    return header + (root / PIPELINE).read_text()
+
+
 def init(profile: str, root: Path = Path(".")) -> Grid:
-    """Write (or bring up to date) ``grids/<profile>/``: its params and the link to the pipeline."""
+    """Write (or bring up to date) ``grids/<profile>/``: its params and its copy of the pipeline."""
     grid = Grid(profile, root)
     params = grid_params(profile, root)
     parse_settings(params, f"profiles/{profile}.yaml applied to params.yaml")
     grid.folder.mkdir(parents=True, exist_ok=True)
     grid.params_path.write_text(_params_text(profile, params))
-    link = grid.folder / "dvc.yaml"
-    if not link.is_symlink():
-        link.unlink(missing_ok=True)
-        link.symlink_to(PIPELINE_LINK)
+    (grid.folder / "dvc.yaml").write_text(_pipeline_text(profile, root))
     return grid
 
 
 def out_of_date(profile: str, root: Path = Path(".")) -> str | None:
     """Why ``grids/<profile>/`` does not match its sources (None when it does)."""
     grid = Grid(profile, root)
-    link = grid.folder / "dvc.yaml"
-    if not link.is_symlink() or os.readlink(link) != PIPELINE_LINK:
-        return f"{link} is not a link to {PIPELINE_LINK}"
+    pipeline = grid.folder / "dvc.yaml"
+    if not pipeline.is_file() or pipeline.is_symlink() or pipeline.read_text() != _pipeline_text(profile, root):
+        return f"{pipeline} is not a copy of {PIPELINE}"
     if not grid.params_path.is_file() or grid.params_path.read_text() != _params_text(profile, grid_params(profile, root)):
         return f"{grid.params_path} does not match params.yaml with profiles/{profile}.yaml applied"
     return None
@@ -290,6 +296,7 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
     """Run this worker's share of the grid (see the module docstring); returns the cells done and skipped."""
     started = time.monotonic()
     prepare(grid, remote)
+    restore_kept(grid)
     times = CellTimes.load(grid, guess_minutes)
     done_before = grid.finished()
     todo = [c for c in share(grid.cells(), worker, workers) if c not in done_before]
@@ -326,6 +333,7 @@ def assemble(grid: Grid, remote: str | None) -> list[Cell]:
     """Restore every cell finished in the remote into this pipeline (training none), build the report and
     keep the cells' small outputs in the repository's store; returns the cells still missing."""
     prepare(grid, remote)
+    restore_kept(grid)
     gather_worker_times(grid)
     missing = [c for c in grid.cells() if c not in grid.finished()]
     if missing:
@@ -343,11 +351,21 @@ def keep(grid: Grid) -> None:
     dvc("push", "-q", "-r", STORE, *grid.kept_outputs(grid.finished()))
 
 
+def restore_kept(grid: Grid) -> None:
+    """Bring from the repository's store the small outputs of every cell the lock records but the workspace
+    lacks (a fresh clone has the lock, not the files), so that it counts as finished and no worker trains
+    it again."""
+    settings, locked = grid.settings(), grid.locked()
+    absent = [c for c in grid.cells() if c.stage in locked
+              and not (grid.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()]
+    if absent:
+        dvc("pull", "-q", "-r", STORE, *grid.kept_outputs(absent), check=False, quiet=True)
+
+
 def report(grid: Grid) -> None:
     """Rebuild the grid's report from what the repository keeps, training nothing: the cells' small outputs
     come from the store, and only the ``report`` stage runs (``dvc repro -s``)."""
-    if finished := grid.finished():
-        dvc("pull", "-q", "-r", STORE, *grid.kept_outputs(finished))
+    restore_kept(grid)
     dvc("repro", "-s", grid.target("report"))
 
 
@@ -424,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "init":
             init(args.profile)
-            print(f"wrote {grid.folder}/: params.yaml, dvc.yaml -> {PIPELINE_LINK}")
+            print(f"wrote {grid.folder}/: params.yaml, dvc.yaml (a copy of {PIPELINE})")
         elif args.action == "work":
             result = work(grid, args.remote, *args.worker, args.budget, args.guess_minutes)
             return 1 if result["failed"] else 0
