@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+import yaml
 
 from conftest import run
 
@@ -17,12 +18,13 @@ def ran(output: str) -> list[str]:
 
 
 def test_smoke_profile_reproduces_caches_and_reruns_only_what_changed(project):
-    first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke"], project).stdout
+    # one seed of the smoke profile's two (the grid tests run both): 6 cells
+    first = run(["python", "-m", "distill_step_by_step.profiles", "run", "smoke", "-S", "grid.seeds=[0]"], project).stdout
     cells = [s for s in ran(first) if s.startswith("train_score@")]
-    assert len(cells) == 12 and "train_score@anli1-finetune-tiny-t5-0.5-0" in cells and "report" in ran(first)
+    assert len(cells) == 6 and "train_score@anli1-finetune-tiny-t5-0.5-0" in cells and "report" in ran(first)
 
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
-    assert len(rows) == 12 and {r["seed"] for r in rows} == {"0", "1"}
+    assert len(rows) == 6 and {r["seed"] for r in rows} == {"0"}
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 and r["n_train"] in ("45", "90") for r in rows)
     assert all(0.5 < float(r["teacher_accuracy"]) < 0.9 for r in rows)
     comparisons = list(csv.DictReader((project / "reports" / "comparisons.csv").open()))
@@ -46,16 +48,24 @@ def test_smoke_profile_reproduces_caches_and_reruns_only_what_changed(project):
     again = run(["dvc", "repro"], project).stdout
     assert ran(again) == [] and time.perf_counter() - start < 30
 
-    # settings that change how cells run, not what they compute, change no stage
-    for key, value in (("run.log_every", "7"), ("run.valid_batch_size", "5"), ("run.test_batch_size", "3"),
-                       ("run.keep_weights", "true"), ("run.save_every_minutes", "1"), ("run.save_every", "2")):
-        changed = run(["dvc", "exp", "run", "--dry", "-S", f"{key}={value}"], project).stdout
-        assert ran(changed) == [], (key, ran(changed))
+    # settings that change how cells run, not what they compute, change no stage (`dvc exp run --dry` cannot
+    # show it: DVC 3.67 dry-runs in a temporary copy without the workspace's DVC-tracked archive)
+    params = project / "params.yaml"
+    applied = params.read_text()
+    for key, value in (("log_every", 7), ("valid_batch_size", 5), ("test_batch_size", 3), ("keep_weights", True),
+                       ("save_every_minutes", 1), ("save_every", 2)):
+        edited = yaml.safe_load(applied)
+        assert key in edited["run"]
+        edited["run"][key] = value
+        params.write_text(yaml.safe_dump(edited, sort_keys=False))
+        status = run(["dvc", "status", "dvc.yaml"], project).stdout
+        assert status.strip() == "Data and pipelines are up to date.", (key, status)
+    params.write_text(applied)
 
     # alpha is a parameter of step_by_step only: exactly its cells (and the report) rerun
     changed = run(["dvc", "exp", "run", "-S", "methods.step_by_step.alpha=0.3"], project).stdout
     rerun = ran(changed)
-    assert sorted(s.split("@")[0] for s in rerun) == sorted(["train_score"] * 4 + ["report"])
+    assert sorted(s.split("@")[0] for s in rerun) == sorted(["train_score"] * 2 + ["report"])
     assert all("step_by_step" in s for s in rerun if "@" in s)
     diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], project).stdout)
     assert "reports/plots/anli1_by_fraction.png" in diff["data"]

@@ -68,7 +68,7 @@ def test_a_toy_method_and_a_toy_dataset_each_registered_in_one_place_run_through
            "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])}
     out = run([sys.executable, "-m", "distill_step_by_step.profiles", "run", "smoke", "-S", "data.datasets=[anli-toy]",
                "-S", "grid.datasets=[anli-toy]", "-S", "grid.methods=[finetune,toy]", "-S", "+methods.toy={}",
-               "-S", "grid.seeds=[0]"], project, env=env).stdout
+               "-S", "grid.seeds=[0]", "-S", "grid.fractions=[1.0]"], project, env=env).stdout
     assert "Running stage 'train_score@anli-toy-toy-tiny-t5-1.0-0'" in out
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert {(r["dataset"], r["method"]) for r in rows} == {("anli-toy", "finetune"), ("anli-toy", "toy")}
