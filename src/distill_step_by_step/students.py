@@ -359,9 +359,18 @@ def save_inference_info(folder: str | Path, kind: str, info: dict[str, Any]) -> 
     """Write into a saved checkpoint's ``config.json`` what using it needs: the student kind, the method it
     was trained with, its token limits and dataset (``transformers`` keeps unknown config keys)."""
     path = Path(folder) / "config.json"
-    config = json.loads(path.read_text())
+    config = _without_load_paths(json.loads(path.read_text()))
     config[INFERENCE_KEY] = {"kind": kind, **info}
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _without_load_paths(config: Any) -> Any:
+    """A saved config without the ``_name_or_path`` transformers records for each (sub-)model it loaded: for a
+    warm-started encoder-decoder, the absolute path of the installed package, which would make a checkpoint's
+    hash depend on where the repository lives. Loading the checkpoint does not use it."""
+    if isinstance(config, dict):
+        return {k: _without_load_paths(v) for k, v in config.items() if k != "_name_or_path"}
+    return config
 
 
 def inference_info(path: str | Path) -> dict[str, Any]:
