@@ -276,3 +276,8 @@ def test_a_fresh_clone_that_runs_the_committed_smoke_grid_again_changes_no_commi
     assert len(_trained(out)) == 12
     status = run(["git", "status", "--porcelain"], repo).stdout
     assert status == "", status
+    # the README's way to see it, as written
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("reproduce")], cwd=repo,
+                          env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True)
+    assert proc.returncode == 0 and "nothing to commit, working tree clean" in proc.stdout, proc.stdout + proc.stderr
+    assert json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout) == {}
