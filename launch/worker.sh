@@ -17,7 +17,9 @@ if [ ! -d "$work/.git" ]; then
   git clone -q "$repo" "$work"
 fi
 git -C "$work" fetch -q "$repo" HEAD && git -C "$work" checkout -q --detach FETCH_HEAD
-[ -e "$work/../shared" ] || [ ! -e "$repo/../shared" ] || ln -s "$repo/../shared" "$work/../shared"
+# ../shared beside the clones (workers started at once may race to make it: -n, and a loser checks it is there)
+[ -e "$work/../shared" ] || [ ! -e "$repo/../shared" ] || ln -sn "$repo/../shared" "$work/../shared" 2>/dev/null \
+  || [ -e "$work/../shared" ]
 cd "$work"
 export PATH="$venv/bin:$PATH" PYTHONPATH="$work/src" TOKENIZERS_PARALLELISM=false
 exec python -m distill_step_by_step.grid work "$profile" --remote "$remote" --worker "$share" "$@"

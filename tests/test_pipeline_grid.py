@@ -50,16 +50,17 @@ def test_smoke_profile_reproduces_caches_and_reruns_only_what_changed(project):
 
     # settings that change how cells run, not what they compute, change no stage (`dvc exp run --dry` cannot
     # show it: DVC 3.67 dry-runs in a temporary copy without the workspace's DVC-tracked archive)
+    # Every one of them edited at once: a stage that depended on any of them would be listed.
     params = project / "params.yaml"
     applied = params.read_text()
-    for key, value in (("log_every", 7), ("valid_batch_size", 5), ("test_batch_size", 3), ("keep_weights", True),
-                       ("save_every_minutes", 1), ("save_every", 2)):
-        edited = yaml.safe_load(applied)
-        assert key in edited["run"]
-        edited["run"][key] = value
-        params.write_text(yaml.safe_dump(edited, sort_keys=False))
-        status = run(["dvc", "status", "dvc.yaml"], project).stdout
-        assert status.strip() == "Data and pipelines are up to date.", (key, status)
+    edited = yaml.safe_load(applied)
+    changes = {"log_every": 7, "valid_batch_size": 5, "test_batch_size": 3, "keep_weights": True,
+               "save_every_minutes": 1, "save_every": 2}
+    assert set(changes) == set(edited["run"]), edited["run"]  # every run setting, no more
+    edited["run"].update(changes)
+    params.write_text(yaml.safe_dump(edited, sort_keys=False))
+    status = run(["dvc", "status", "dvc.yaml"], project).stdout
+    assert status.strip() == "Data and pipelines are up to date.", status
     params.write_text(applied)
 
     # alpha is a parameter of step_by_step only: exactly its cells (and the report) rerun

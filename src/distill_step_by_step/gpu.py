@@ -1,6 +1,6 @@
 """GPU slots for queued experiments (``dvc queue start -j N``): several small cells may share one GPU.
 
-With ``DSS_GPUS=0,1`` in the environment each ``train_test`` process takes an exclusive lock on a
+With ``DSS_GPUS=0,1`` in the environment each ``train_score`` process takes an exclusive lock on a
 free *slot* and sets ``CUDA_VISIBLE_DEVICES`` to that slot's GPU before torch is imported; the lock is
 released when the process ends. ``DSS_JOBS_PER_GPU=K`` (default 1) gives every GPU K slots: one small
 cell leaves a GPU mostly idle, several at once keep it busy. Slots fill breadth-first (GPU 0, GPU 1,
