@@ -36,7 +36,16 @@ KIT = Path(".kit")
 CHUNK_MIB = 56  # a part, with the rest of a command's carry, stays under the 64 MiB a command carries
 RETURN_MIB = 15  # a file back is at most 16 MiB
 MAX_FILES_BACK = 8
-TOOLS = ("dvc==3.67.1", "dvclive==3.49.1", "gguf==0.19.0")  # what the lent machine lacks (requirements.txt pins)
+LACKING = ("dvc", "dvclive", "gguf")  # what the lent machine's image lacks
+
+
+def tool_pins(requirements: Path = Path("requirements.txt")) -> list[str]:
+    """The pinned requirements (``requirements.txt``, their one home) of what the lent machine lacks."""
+    pins = {line.split("==")[0].strip(): line.strip() for line in requirements.read_text().splitlines() if "==" in line}
+    missing = [name for name in LACKING if name not in pins]
+    if missing:
+        raise SystemExit(f"{requirements}: no pinned version of {', '.join(missing)}")
+    return [pins[name] for name in LACKING]
 SDIST_ONLY = ("antlr4-python3-runtime==4.9.3",)  # hydra-core's dependency has no wheel: built here
 # The lent machine's Python packages (its image, as last read on 2026-11-17): not carried.
 IMAGE_PACKAGES = frozenset("""
@@ -130,7 +139,7 @@ def prepare(profile: str, chunk_mib: float = CHUNK_MIB, download: bool = True) -
     if download:
         wheels = KIT / "wheels"
         _pip("wheel", "-q", "--no-deps", "-w", str(wheels), *SDIST_ONLY)
-        _pip("download", "-q", "-d", str(wheels), "--find-links", str(wheels), *PIP_PLATFORM, *TOOLS)
+        _pip("download", "-q", "-d", str(wheels), "--find-links", str(wheels), *PIP_PLATFORM, *tool_pins())
         for w in wheels.glob("*.whl"):
             if _dist_name(w.name) in IMAGE_PACKAGES:
                 w.unlink()
