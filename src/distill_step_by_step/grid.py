@@ -183,7 +183,8 @@ def points(cells: list[Cell]) -> list[tuple[str, str, str]]:
 
 def share(cells: list[Cell], worker: int, workers: int) -> list[Cell]:
     """Worker ``worker`` (1-based) of ``workers``: every ``workers``-th comparison point, whole, in grid
-    order (every method and seed of one point before the next)."""
+    order (every method and seed of one point before the next), seed by seed (every method of seed 0 first:
+    a worker stopped mid-point leaves whole paired comparisons)."""
     if not 1 <= worker <= workers:
         raise ValueError(f"worker {worker} of {workers}: needs 1 <= worker <= workers")
     mine = set(points(cells)[worker - 1::workers])
@@ -191,7 +192,9 @@ def share(cells: list[Cell], worker: int, workers: int) -> list[Cell]:
     for c in cells:
         if (c.dataset, c.student, c.fraction) in mine:
             by_point[(c.dataset, c.student, c.fraction)].append(c)
-    return [c for p in points(cells) if p in by_point for c in by_point[p]]
+    seeds = list(dict.fromkeys(c.seed for c in cells))
+    return [c for p in points(cells) if p in by_point
+            for c in sorted(by_point[p], key=lambda c: seeds.index(c.seed))]
 
 
 @dataclass
