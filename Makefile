@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup data run test test-fast bench bench-gpu smoke gpu paper clean-venv
+.PHONY: setup data run test test-fast bench bench-gpu smoke gpu cpu cpu-keep paper clean-venv
 
 setup: $(VENV)/.installed data
 
@@ -50,9 +50,23 @@ smoke: setup
 GRID_REMOTE ?= .workers/remote-gpu
 GPU_WORKERS ?= 8
 gpu: setup
-	mkdir -p $(GRID_REMOTE) 2>/dev/null || true
-	DSS_GPUS=$${DSS_GPUS:-0} DSS_JOBS_PER_GPU=$(GPU_WORKERS) launch/workers.sh gpu $(GRID_REMOTE) 1-$(GPU_WORKERS)/$(GPU_WORKERS)
+	DSS_GPUS=$${DSS_GPUS:-0} DSS_JOBS_PER_GPU=$(GPU_WORKERS) launch/workers.sh gpu $(GRID_REMOTE) 1-$(GPU_WORKERS)/$(GPU_WORKERS) --create-remote
 	python -m distill_step_by_step.grid assemble gpu --remote $(GRID_REMOTE)
+
+# The CPU grid (grids/cpu, README "The CPU grid"; CPU_GRID=cpu-pilots for the pilots) on this machine, in
+# the background of other work: CPU_WORKERS workers (default 2) at the lowest priority, one torch thread
+# each, that start no cell that would end after BUDGET (default 2h); then `make cpu-keep` assembles what
+# they finished into reports/<grid>/ and store/, to commit.
+CPU_GRID ?= cpu
+CPU_REMOTE ?= .workers/remote-$(CPU_GRID)
+CPU_WORKERS ?= 2
+CPU_SHARES ?= 1-$(CPU_WORKERS)/$(CPU_WORKERS)
+BUDGET ?= 2h
+cpu: setup
+	OMP_NUM_THREADS=1 nice -n 19 launch/workers.sh $(CPU_GRID) $(CPU_REMOTE) $(CPU_SHARES) --create-remote --budget $(BUDGET)
+
+cpu-keep: setup
+	python -m distill_step_by_step.grid assemble $(CPU_GRID) --remote $(CPU_REMOTE)
 
 paper: setup
 	python -m distill_step_by_step.profiles run paper

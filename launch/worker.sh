@@ -11,7 +11,8 @@ share=${3:?I/N: the share of this worker}
 shift 3
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv=${DSS_VENV:-$repo/.venv}
-case "$remote" in *://*) ;; *) remote=$(cd "$remote" 2>/dev/null && pwd || echo "$remote") ;; esac
+# a relative remote folder is resolved once, here, where the command was given (not in each clone)
+case "$remote" in *://*) ;; *) remote=$(realpath -m -- "$remote") ;; esac
 work=${DSS_WORKDIR:-$repo/.workers}/$profile-${share%%/*}
 if [ ! -d "$work/.git" ]; then
   git clone -q "$repo" "$work"

@@ -104,10 +104,9 @@ def test_two_workers_one_killed_mid_cell_then_a_third_clone_assembles_every_cell
     run([*GIT, "add", "-A"], repo)
     run([*GIT, "commit", "-qm", "killtest grid"], repo)
     remote = tmp_path / "remote"
-    remote.mkdir()
 
     def worker(i: int) -> subprocess.Popen:
-        return subprocess.Popen([str(repo / "launch" / "worker.sh"), "killtest", str(remote), f"{i}/2"],
+        return subprocess.Popen([str(repo / "launch" / "worker.sh"), "killtest", str(remote), f"{i}/2", "--create-remote"],
                                 env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 

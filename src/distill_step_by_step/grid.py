@@ -42,9 +42,10 @@ from typing import Any
 
 import yaml
 
-from .cell import ASSEMBLE_ENV, CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
+from .cell import CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .errors import StageError
 from .profiles import apply_profile, load_profile
+from .remotes import adopt_cells, forget_cells, push_cells, require_remote, resolve_remote, verify_store
 from .settings import Settings, parse_settings, read_params
 
 GRIDS_DIR = Path(GRIDS)
@@ -107,6 +108,13 @@ class Grid:
         settings, locked = self.settings(), self.locked()
         return {c for c in self.cells()
                 if c.stage in locked and (self.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()}
+
+    def outputs(self, cell: Cell) -> set[str]:
+        """Every output of the cell's stage, as its lock entry names them."""
+        paths = self.settings().paths
+        return {cell.model_dir(paths.models).as_posix(),
+                *((cell.results_dir(paths.results) / name).as_posix()
+                  for name in (RECORD_FILE, PREDICTIONS_FILE, METRICS_FILE, CURVE_FILE))}
 
     def kept_outputs(self, cells: list[Cell] | set[Cell]) -> list[str]:
         """The outputs of these cells that the repository keeps in its ``store`` remote: every cell's record,
@@ -263,10 +271,9 @@ def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True, quiet
 
 
 def use_remote(url: str) -> None:
-    """Make ``url`` (any DVC remote: a folder, s3://, ssh://, ...) this clone's default remote, named ``grid``
-    (local config: nothing committed); ``dvc repro --pull`` fetches what a restored cell needs from it."""
-    if "://" not in url:
-        url = str(Path(url).resolve())
+    """Make ``url`` (any DVC remote: a folder made absolute by :func:`remotes.resolve_remote`, s3://,
+    ssh://, ...) this clone's default remote, named ``grid`` (local config: nothing committed);
+    ``dvc repro --pull`` fetches what a restored cell needs from it."""
     dvc("remote", "add", "--local", "--force", "--default", REMOTE_NAME, url, quiet=True)
 
 
@@ -290,6 +297,32 @@ def prepare(grid: Grid, remote: str | None) -> None:
     if remote:  # every cell other workers pushed: DVC restores them instead of training them again
         dvc("fetch", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(DATA_STAGE), check=False)
     dvc("repro", *(["--pull"] if remote else []), grid.target(DATA_STAGE))
+    if grid.profile is not None:
+        adopt(grid, remote)
+
+
+def adopt(grid: Grid, remote: str | None) -> list[Cell]:
+    """Record in this pipeline's lock every cell that the run-cache (this clone's, and the remote's once
+    fetched) holds for this grid's settings and data, whatever code made it, and bring its outputs
+    (``remotes.adopt_cells``): no worker trains it again and no assembly misses it."""
+    cells = {c.stage: c for c in grid.cells()}
+    lock = grid.folder / "dvc.lock"
+    names = adopt_cells(lock, {name: grid.outputs(c) for name, c in cells.items()}, grid.root,
+                        read_params(grid.params_path))
+    if not names:
+        return []
+    dvc("pull" if remote else "checkout", "-q", *(["-r", REMOTE_NAME] if remote else []),
+        *[grid.target(n) for n in names], check=False, quiet=True)
+    metrics = grid.settings().paths.results
+    lost = [n for n in names if not (grid.root / cells[n].results_dir(metrics) / METRICS_FILE).is_file()]
+    if lost:
+        forget_cells(lock, lost)
+        print(f"  {len(lost)} cells of the run-cache have no outputs to fetch (first: {cells[lost[0]].name}): "
+              "left to train", flush=True)
+    got = [cells[n] for n in names if n not in lost]
+    if got:
+        print(f"  recorded {len(got)} finished cells from the run-cache (any code version)", flush=True)
+    return got
 
 
 # ----- the commands -----
@@ -305,7 +338,10 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
     todo = [c for c in share(grid.cells(), worker, workers) if c not in done_before]
     print(f"worker {worker}/{workers}: {len(todo)} cells to do ({len(done_before)} of the grid already finished)",
           flush=True)
-    report: dict[str, list[str]] = {"done": [], "trained": [], "not_started": [], "failed": []}
+    report: dict[str, list[str]] = {"done": [], "trained": [], "not_started": [], "failed": [], "unpushed": []}
+    unpushed = sorted(done_before, key=str)  # finished here by an earlier run that may have stopped before its push
+    if remote and unpushed:
+        unpushed = _push(grid, remote, unpushed)
     for cell in todo:
         left = None if budget_seconds is None else budget_seconds - (time.monotonic() - started)
         estimate = times.estimate(cell)
@@ -322,14 +358,29 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
         if trained_since(grid, cell, wall):  # a cell restored from the run-cache says nothing of its cost
             times.seconds[cell.name] = time.monotonic() - t0  # the whole stage: start-up and test included
             report["trained"].append(cell.name)
+            record_times(grid, {cell.name: times.seconds[cell.name]})  # now: an assembly meanwhile gathers it
         report["done"].append(cell.name)
-        if remote:  # at once: a worker stopped after this loses nothing it finished
-            dvc("push", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(cell.stage))
-    record_times(grid, {c: times.seconds[c] for c in report["trained"]})
+        if remote:  # at once (with any earlier push that failed): a worker stopped after this loses nothing
+            unpushed = _push(grid, remote, [*unpushed, cell])
+    report["unpushed"] = [c.name for c in unpushed]
     print(f"worker {worker}/{workers}: {len(report['done'])} cells done ({len(report['trained'])} trained here), "
           f"{len(report['not_started'])} not started "
-          f"(budget), {len(report['failed'])} failed, in {time.monotonic() - started:.0f} s", flush=True)
+          f"(budget), {len(report['failed'])} failed, {len(unpushed)} not pushed, "
+          f"in {time.monotonic() - started:.0f} s", flush=True)
+    if unpushed:
+        print(f"worker {worker}/{workers}: {len(unpushed)} finished cells are in this clone only (first: "
+              f"{unpushed[0].name}); run the worker again once the remote takes pushes", flush=True)
     return report
+
+
+def _push(grid: Grid, remote: str, cells: list[Cell]) -> list[Cell]:
+    """Push these finished cells (outputs and run-cache entries); returns those that could not be pushed."""
+    print(f"+ dvc push --run-cache -r {REMOTE_NAME} ({len(cells)} cells)", flush=True)
+    reason = push_cells([grid.target(c.stage) for c in cells], REMOTE_NAME, remote)
+    if reason is None:
+        return []
+    print(f"  {len(cells)} cells not pushed to {remote}: {reason}", flush=True)
+    return cells
 
 
 def assemble(grid: Grid, remote: str | None) -> list[Cell]:
@@ -338,10 +389,11 @@ def assemble(grid: Grid, remote: str | None) -> list[Cell]:
     prepare(grid, remote)
     restore_kept(grid)
     gather_worker_times(grid)
-    missing = [c for c in grid.cells() if c not in grid.finished()]
-    if missing:
-        dvc("repro", *(["--pull"] if remote else []), "-s", "--keep-going", *[grid.target(c.stage) for c in missing],
-            env={ASSEMBLE_ENV: "1"}, check=False)
+    # `prepare` recorded every cell the run-cache holds, whatever code made it (`adopt`): a cell still missing
+    # has no run anywhere this clone reaches, and an assembly trains nothing
+    if remote:
+        require_remote(remote)
+    no_fewer_cells(grid)
     finished = grid.finished()
     if finished:
         dvc("repro", "-s", grid.target("report"))
@@ -357,18 +409,35 @@ def keep(grid: Grid) -> None:
 def restore_kept(grid: Grid) -> None:
     """Bring from the repository's store the small outputs of every cell the lock records but the workspace
     lacks (a fresh clone has the lock, not the files), so that it counts as finished and no worker trains
-    it again."""
+    it again. The store's objects are checked first (``remotes.verify_store``): DVC deletes one that fails
+    its check, and a report built without it would quietly have fewer cells."""
     settings, locked = grid.settings(), grid.locked()
     absent = [c for c in grid.cells() if c.stage in locked
               and not (grid.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()]
-    if absent:
-        dvc("pull", "-q", "-r", STORE, *grid.kept_outputs(absent), check=False, quiet=True)
+    if not absent:
+        return
+    wanted = set(grid.kept_outputs(absent))
+    verify_store(grid.root / STORE, {o["path"]: (o["md5"], c.name) for c in absent
+                                     for o in locked[c.stage].get("outs", []) if o["path"] in wanted})
+    dvc("pull", "-q", "-r", STORE, *sorted(wanted), check=False, quiet=True)
+
+
+def no_fewer_cells(grid: Grid) -> None:
+    """Stop before a report or a lock is written with fewer cells than the lock records: a cell whose lock
+    entry is there but whose results are not."""
+    locked, finished = grid.locked(), grid.finished()
+    lost = [c for c in grid.cells() if c.stage in locked and c not in finished]
+    if lost:
+        raise StageError(f"{len(lost)} cells that {grid.folder / 'dvc.lock'} records have no results here (first: "
+                         f"{lost[0].name}): not building a report with fewer cells; `git status {STORE}` and "
+                         f"`dvc pull -r {STORE}` say what is missing")
 
 
 def report(grid: Grid) -> None:
     """Rebuild the grid's report from what the repository keeps, training nothing: the cells' small outputs
     come from the store, and only the ``report`` stage runs (``dvc repro -s``)."""
     restore_kept(grid)
+    no_fewer_cells(grid)
     dvc("repro", "-s", grid.target("report"))
 
 
@@ -408,10 +477,11 @@ def _stale(grid: Grid, finished: set[Cell]) -> list[str]:
 
 
 def _budget(text: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"a budget is a number of seconds, or with s, m or h: {text!r}")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip() or (len(parts) > 1 and any(not u for _, u in parts)):
+        raise argparse.ArgumentTypeError(f"a budget is a number of seconds, or with h, m and s (2h30m, 90m, 45s): "
+                                         f"{text!r}")
+    return sum(float(n) * {"": 1, "s": 1, "m": 60, "h": 3600}[u] for n, u in parts)
 
 
 def _worker(text: str) -> tuple[int, int]:
@@ -435,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("profile", help=f"a profile with a grid under grids/, or {DEFAULT} (the repository's own pipeline)")
     for p in (w, a):
         p.add_argument("--remote", help="a DVC remote URL or folder the workers share (none: this clone alone)")
+        p.add_argument("--create-remote", action="store_true",
+                       help="make the remote folder if it is missing or empty (else that is refused: a moved or "
+                            "unmounted folder would silently split the cells)")
     w.add_argument("--worker", type=_worker, default=(1, 1), help="I/N: this worker's share of N (default 1/1)")
     w.add_argument("--budget", type=_budget, help="start no cell that cannot finish within this (e.g. 9m, 2h)")
     for p in (w, s):
@@ -447,10 +520,11 @@ def main(argv: list[str] | None = None) -> int:
             init(args.profile)
             print(f"wrote {grid.folder}/: params.yaml, dvc.yaml (a copy of {PIPELINE})")
         elif args.action == "work":
-            result = work(grid, args.remote, *args.worker, args.budget, args.guess_minutes)
-            return 1 if result["failed"] else 0
+            remote = resolve_remote(args.remote, args.create_remote) if args.remote else None
+            result = work(grid, remote, *args.worker, args.budget, args.guess_minutes)
+            return 1 if result["failed"] or result["unpushed"] else 0
         elif args.action == "assemble":
-            still = assemble(grid, args.remote)
+            still = assemble(grid, resolve_remote(args.remote, args.create_remote) if args.remote else None)
             print("\n".join(status_lines(grid)))
             print(f"\nto keep them: git add {grid.folder} {grid.settings().paths.results} "
                   f"{grid.settings().paths.reports} {STORE} && git commit")
@@ -460,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "keep":
             keep(grid)
         else:
+            restore_kept(grid)  # a fresh clone has the lock, and the cells' files in the store
             print("\n".join(status_lines(grid, args.guess_minutes)))
     except (StageError, ValueError) as exc:
         print(f"grid: error: {exc}", file=sys.stderr)
