@@ -208,18 +208,22 @@ def test_the_readme_queue_example_runs_as_written_on_a_fresh_clone(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_rebuilds_the_committed_smoke_grid_report_without_training(tmp_path):
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_a_fresh_clone_rebuilds_a_committed_grid_report_without_training(tmp_path, profile):
     repo = copy_project(tmp_path, committed_grids=True)
-    committed = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / "smoke").rglob("*") if p.is_file()}
-    assert (repo / "reports" / "smoke" / "results.md") .relative_to(repo) in committed
+    kept = sum(name.startswith("train_score@") for name in Grid(profile, repo).locked())
+    assert kept > 0
+    committed = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / profile).rglob("*") if p.is_file()}
+    assert (repo / "reports" / profile / "results.md") .relative_to(repo) in committed
     for name in ("results.md", "results.csv", "comparisons.csv"):
-        (repo / "reports" / "smoke" / name).unlink()
-    out = run([sys.executable, "-m", "distill_step_by_step.grid", "report", "smoke"], repo).stdout
-    assert _trained(out) == [] and _finished_events(repo) == {} and "Running stage 'grids/smoke/dvc.yaml:report'" in out
-    rebuilt = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / "smoke").rglob("*") if p.is_file()}
+        (repo / "reports" / profile / name).unlink()
+    out = run([sys.executable, "-m", "distill_step_by_step.grid", "report", profile], repo).stdout
+    assert _trained(out) == [] and _finished_events(repo) == {} and f"Running stage 'grids/{profile}/dvc.yaml:report'" in out
+    rebuilt = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / profile).rglob("*") if p.is_file()}
     assert rebuilt == committed
-    status = run([sys.executable, "-m", "distill_step_by_step.grid", "status", "smoke"], repo).stdout
-    assert "grid smoke: 12 of 12 cells finished, 0 missing" in status
+    status = run([sys.executable, "-m", "distill_step_by_step.grid", "status", profile], repo).stdout
+    total = len(Grid(profile, repo).cells())
+    assert f"grid {profile}: {kept} of {total} cells finished, {total - kept} missing" in status
 
 
 @pytest.mark.slow

@@ -123,3 +123,29 @@ def test_the_committed_demo_spans_methods_fractions_and_sizes_and_learns_in_ever
         floor = max(1.5 * (get_spec(row.dataset).chance or 0.0), 0.1)  # SVAMP has no closed answer set
         assert row.accuracy >= floor, (row.method, row.student, row.fraction, row.accuracy, floor)
     assert cells.groupby("student").params_m.first().nunique() == len(grid.students)  # each a different size
+
+
+def test_each_claim_is_set_beside_the_paper_with_a_plain_verdict(tmp_path):
+    # step-by-step ahead everywhere; at 50% it is ahead of fine-tuning at 100%; only step-by-step passes the teacher
+    def correct(method, student, fraction, seed):
+        return _first(100 + int(40 * fraction) + seed + (60 if method == "step_by_step" else 0))
+
+    res = _grid(tmp_path, correct, teacher_accuracy=0.7)
+    points, comps = point_table(res, GRID), comparison_table(res, GRID)
+    text = markdown(res, points, comps, GRID, {"teacher_name": "PaLM 540B"})
+    assert "here step-by-step is ahead at 4 of 4 (point, rival) pairs, behind at 0, and the intervals cannot tell at 0: " \
+           "our numbers **agree**." in text
+    assert "- (b) the paper finds step-by-step with 12.5% of e-SNLI ahead of standard fine-tuning with all of it; here " \
+           "small with step-by-step is ahead of fine-tuning with 100% from 50% of the data: our numbers **agree only " \
+           "with more data**." in text
+    assert "here step-by-step is ahead of the teacher first with small (10M) at 50% of the data, standard " \
+           "fine-tuning at no point: our numbers **agree**." in text
+
+
+def test_a_point_with_fewer_seeds_than_the_grid_says_so(tmp_path):
+    res = _grid(tmp_path, lambda m, s, f, seed: _first(120))
+    one = res.cells[res.cells.seed == 0]
+    res.cells = one
+    res.correct = {k: v for k, v in res.correct.items() if k[4] == 0}
+    text = markdown(res, point_table(res, GRID), comparison_table(res, GRID), GRID, {"teacher_name": "PaLM 540B"})
+    assert "60.0% [" in text and ", 1 of 2 seeds |" in text

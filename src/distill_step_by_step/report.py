@@ -48,6 +48,19 @@ PAPER_CLAIMS = (
 )
 
 
+# What the paper found for each claim, to set our verdicts beside (Hsieh et al., 2023, section 4; a dataset
+# without an entry gets the general statement).
+PAPER_FINDING = {
+    "a": "the paper finds step-by-step ahead of standard fine-tuning and of standard distillation at every "
+         "training size and student size, on every dataset",
+    "b": {"esnli": ("the paper finds step-by-step with 12.5% of e-SNLI ahead of standard fine-tuning with all of it", 0.125),
+          None: ("the paper finds step-by-step reaching standard fine-tuning's full-data accuracy with a fraction of "
+                 "the data on every dataset", None)},
+    "c": "the paper finds step-by-step students (220M-770M T5) ahead of few-shot PaLM 540B with far less data "
+         "than standard fine-tuning needs, or where it never gets there",
+}
+
+
 def pct(fraction: float | str) -> str:
     """A data fraction as a percentage: 0.125 -> '12.5%'."""
     return f"{100 * float(fraction):.4g}%"
@@ -237,14 +250,64 @@ def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher
             r = ok.iloc[0]
             lines.append(f"  - {_title(method)}: {r.student} ({r.params_m:g}M) at {pct(r.fraction)}: {r.verdict}, "
                          f"{_iv(r).points()}")
+    return lines + agreement_lines(mine, points[points.dataset == dataset], dataset)
+
+
+def agreement_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> list[str]:
+    """One sentence per claim that sets this grid's verdicts beside what the paper found (``PAPER_FINDING``)."""
+    lines = ["", "Against the paper:"]
+    equal = comps[(comps.method == SBS) & (comps.against != TEACHER) & (comps.against_fraction == comps.fraction)]
+    if not equal.empty:
+        c = equal.verdict.value_counts()
+        n, ahead, behind = len(equal), c.get("ahead", 0), c.get("behind", 0)
+        word = ("agree" if ahead == n else f"agree at {ahead} and disagree at {behind}" if ahead and behind else
+                "disagree" if behind else "agree in part (the rest cannot tell)" if ahead else "cannot tell yet")
+        lines.append(f"- (a) {PAPER_FINDING['a']}; here step-by-step is ahead at {ahead} of {n} (point, rival) pairs, "
+                     f"behind at {behind}, and the intervals cannot tell at {n - ahead - behind}: our numbers **{word}**.")
+    finding, paper_fraction = PAPER_FINDING["b"].get(dataset, PAPER_FINDING["b"][None])
+    reach = comps[(comps.method == SBS) & (comps.against == "finetune")]
+    for student, group in reach.groupby("student", sort=False):
+        largest = group.against_fraction.max()
+        full = group[group.against_fraction == largest].sort_values("fraction")
+        ok = full[(full.verdict == "ahead") & (full.fraction < largest)]
+        if ok.empty:
+            lines.append(f"- (b) {finding}; here {student} with step-by-step is ahead of fine-tuning with "
+                         f"{pct(largest)} at no smaller fraction: our numbers **do not show it**.")
+            continue
+        first = ok.fraction.min()
+        word = "agree" if paper_fraction is None or first <= paper_fraction else "agree only with more data"
+        lines.append(f"- (b) {finding}; here {student} with step-by-step is ahead of fine-tuning with {pct(largest)} "
+                     f"from {pct(first)} of the data: our numbers **{word}**.")
+    vs = comps[comps.against == TEACHER].merge(points[["method", "student", "fraction", "params_m"]],
+                                               on=["method", "student", "fraction"])
+    firsts = {m: g[g.verdict == "ahead"].sort_values(["params_m", "fraction"]).head(1)
+              for m, g in vs.groupby("method", sort=False)}
+    if SBS in firsts:
+        sbs = firsts[SBS]
+        if sbs.empty:
+            lines.append(f"- (c) {PAPER_FINDING['c']}; here no step-by-step student is ahead of the teacher: our "
+                         "numbers **do not show it**.")
+        else:
+            r, ft = sbs.iloc[0], firsts.get("finetune")
+            if ft is None or ft.empty:
+                other, word = "standard fine-tuning at no point", "agree"
+            else:
+                f = ft.iloc[0]
+                other = f"standard fine-tuning first with {f.student} at {pct(f.fraction)}"
+                mine_first, theirs = (r.params_m, r.fraction), (f.params_m, f.fraction)
+                word = "agree" if mine_first < theirs else "agree in part" if mine_first == theirs else "disagree"
+            lines.append(f"- (c) {PAPER_FINDING['c']}; here step-by-step is ahead of the teacher first with "
+                         f"{r.student} ({r.params_m:g}M) at {pct(r.fraction)} of the data, {other}: our numbers "
+                         f"**{word}**.")
     return lines
 
 
 # ----- markdown -----
 
-def _cell_text(p: Any) -> str:
+def _cell_text(p: Any, seeds: int) -> str:
     text = f"{p.accuracy:.1%} [{p.low:.1%}, {p.high:.1%}]"
-    return text + (f" ({p.exact_accuracy:.1%})" if pd.notna(p.exact_accuracy) else "")
+    text += f" ({p.exact_accuracy:.1%})" if pd.notna(p.exact_accuracy) else ""
+    return text + (f", {p.seeds} of {seeds} seeds" if p.seeds < seeds else "")
 
 
 def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dataset: str, teacher_name: str) -> str:
@@ -253,7 +316,7 @@ def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dat
     fractions = [float(f) for f in grid.fractions]
     n_train = {f: next((int(v) for v in mine[mine.fraction == f].n_train if pd.notna(v)), None) for f in fractions}
     columns = [f"{pct(f)} (n={n_train[f] if n_train[f] is not None else '?'})" for f in fractions]
-    mine["text"] = [_cell_text(p) for p in mine.itertuples()]
+    mine["text"] = [_cell_text(p, len(grid.seeds)) for p in mine.itertuples()]
     wide = mine.pivot_table(index=["method", "student"], columns="fraction", values="text", aggfunc="first")
     rows = []
     for method in grid.methods:
