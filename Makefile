@@ -13,7 +13,9 @@ setup: $(VENV)/.installed data
 # from the cache if it is there, else a DVC remote if one is set, else its source.
 data: $(VENV)/.installed
 	@dvc checkout -q data/raw/dss-datasets.zip.dvc 2>/dev/null || dvc pull -q data/raw/dss-datasets.zip.dvc 2>/dev/null \
-	  || dvc update -q data/raw/dss-datasets.zip.dvc
+	  || dvc update -q data/raw/dss-datasets.zip.dvc \
+	  || { echo "make data: the corpora archive is in neither DVC's cache, a DVC remote nor its source," \
+	            "../shared/datasets/dss-datasets.zip (README 'Set up and run')" >&2; exit 1; }
 
 $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -221,3 +221,32 @@ def test_predict_on_a_damaged_checkpoint_fails_in_one_line(trained_svamp, tmp_pa
         status, out, err = _predict(model, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
         assert status == 1 and out == "" and expected in err and len(err.strip().splitlines()) == 1, (name, err)
         assert "Traceback" not in err
+
+
+def test_predict_checks_the_tokenizer_and_the_config_before_loading(trained_svamp, tmp_path, capsys):
+    def edit(key, value):
+        def change(d):
+            config = json.loads((d / "config.json").read_text())
+            section = config["distill_step_by_step"]
+            *path, last = key.split(".")
+            for part in path:
+                section = section[part]
+            section[last] = value
+            (d / "config.json").write_text(json.dumps(config))
+        return change
+
+    def no_tokenizer(d):
+        for f in d.iterdir():
+            if f.name.startswith(("tokenizer", "vocab", "special_tokens")):
+                f.unlink()
+
+    for name, damage, expected in (
+            ("no-tokenizer", no_tokenizer, "its tokenizer files are missing"),
+            ("method", edit("method_config.name", "stepbystep"), "method_config.name: unknown method 'stepbystep'"),
+            ("dataset", edit("dataset", "snli"), "distill_step_by_step.dataset: unknown dataset 'snli'"),
+            ("number", edit("max_input_tokens", "128"), "max_input_tokens: '128' is not a positive whole number")):
+        model = tmp_path / name
+        shutil.copytree(trained_svamp, model)
+        damage(model)
+        status, out, err = _predict(model, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
+        assert status == 1 and out == "" and expected in err and len(err.strip().splitlines()) == 1, (name, err)

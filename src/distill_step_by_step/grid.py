@@ -539,6 +539,13 @@ def main(argv: list[str] | None = None) -> int:
     except (StageError, ValueError) as exc:
         print(f"grid: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a full disk, a folder that cannot be written: one line
+        print(f"grid: error: {exc.strerror or exc} ({exc.filename or 'no file named'})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("grid: stopped (Ctrl-C); a cell in training resumes from its saved state when the worker runs again",
+              file=sys.stderr)
+        return 130
     return 0
 
 

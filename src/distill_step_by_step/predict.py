@@ -17,10 +17,14 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from .datasets import DatasetSpec, get_spec, registry
 from .errors import DataError
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "vocab.json")  # one of them, beside tokenizer_config.json
+NUMBERS = ("max_input_tokens", "max_label_tokens", "max_target_tokens")  # config entries that must be counts
 
 @dataclass
 class Inputs:
@@ -85,6 +89,34 @@ def _open_input(path: str) -> BinaryIO:
         raise DataError(f"cannot read the input ({exc.strerror})", path=path) from None
 
 
+def check_checkpoint(path: str | Path) -> None:
+    """What ``distill-predict`` needs of a checkpoint, checked before loading it, each fault one ``DataError``:
+    its tokenizer files (without them ``transformers`` would build a default tokenizer and answer nonsense),
+    a known method and dataset, and counts where counts belong."""
+    from .methods import registry as method_registry
+    from .students import INFERENCE_KEY, inference_info
+
+    path = Path(path)
+    info = inference_info(path)
+    config = str(path / "config.json")
+    if not any(path.glob("*.safetensors")):
+        return  # a cell that kept no weights: loading says so
+    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise DataError("its tokenizer files are missing (tokenizer_config.json and one of "
+                        f"{', '.join(TOKENIZER_FILES)})", path=str(path))
+    method = info["method_config"].get("name") if isinstance(info["method_config"], dict) else None
+    if method not in method_registry():
+        raise DataError(f"{INFERENCE_KEY}.method_config.name: unknown method {method!r} (known: "
+                        f"{', '.join(sorted(method_registry()))})", path=config)
+    if info.get("dataset") is not None and info["dataset"] not in registry():
+        raise DataError(f"{INFERENCE_KEY}.dataset: unknown dataset {info['dataset']!r} (known: "
+                        f"{', '.join(sorted(registry()))})", path=config)
+    for key in NUMBERS:
+        value = info.get(key)
+        if key in info and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DataError(f"{INFERENCE_KEY}.{key}: {value!r} is not a positive whole number", path=config)
+
+
 def _fail(message: str) -> None:
     print(f"distill-predict: {message}", file=sys.stderr)
 
@@ -104,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stream = _open_input(args.input)
+        check_checkpoint(args.model)
         student, info, method = load_for_inference(args.model)
     except (DataError, FileNotFoundError) as exc:  # a missing or damaged checkpoint: one line
         _fail(str(exc))
