@@ -54,3 +54,20 @@ def test_a_bad_setting_stops_a_stage_with_one_line_naming_the_key(project):
     proc = subprocess.run(["python", "stages/prepare.py", "--source", "x"], cwd=project, capture_output=True,
                           text=True, env={**os.environ, "DSS_TRACEBACK": "1"})
     assert "Traceback" in proc.stderr and "SettingsError" in proc.stderr  # the traceback on request
+
+
+def test_make_data_without_the_archive_anywhere_says_why(tmp_path):
+    from conftest import copy_project
+    import shutil
+    import sys
+    from pathlib import Path
+
+    repo = copy_project(tmp_path)
+    (tmp_path / "shared").unlink()  # no ../shared
+    shutil.rmtree(repo / ".dvc" / "cache")  # nothing in DVC's cache, and no remote set
+    (repo / "data" / "raw" / "dss-datasets.zip").unlink()
+    venv = Path(sys.executable).parents[1]
+    proc = subprocess.run(["make", "data", f"VENV={venv}", "-o", f"{venv}/.installed"], cwd=repo,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "the corpora archive is in neither DVC's cache, a DVC remote nor its source" in proc.stderr, proc.stderr
