@@ -484,3 +484,43 @@ def test_local_transformers_teacher_annotates_a_few_examples(prepared, tmp_path)
     again = annotate(prepared, "esnli", tmp_path / "corpus2", cfg, tmp_path / "cache")
     assert again["run"]["cache_hits"] == 4 and again["run"]["requested"] == 0
     assert read_jsonl(tmp_path / "corpus2" / "train.jsonl") == read_jsonl(tmp_path / "corpus" / "train.jsonl")
+
+
+def test_the_timeout_bounds_the_whole_request_when_a_server_trickles_its_answer():
+    """A real server on 127.0.0.1 that sends 8 bytes every 0.3 s for a minute: each read is quick, the whole
+    answer is not. Under `timeout: 1` the request ends in about a second, as a failure the summary counts."""
+    from distill_step_by_step.settings import TeacherConfig
+    from distill_step_by_step.teachers import Request
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-length", "1600")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b"x" * 8)
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:  # the client hung up: what the test wants
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        teacher = build_teacher(TeacherConfig.of(http_cfg(f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+                                                          timeout=1, retries=0)))
+        start = time.monotonic()
+        replies = list(teacher.generate([Request("k1", "Q: 1 + 1?\nA:")], ["\nQ:"]))
+        elapsed = time.monotonic() - start
+        teacher.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert len(replies) == 1 and not replies[0].ok and "longer than 1 s" in replies[0].error
+    assert elapsed < 3.0, elapsed

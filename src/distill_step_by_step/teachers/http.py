@@ -101,7 +101,7 @@ class HttpTeacher:
             attempts += 1
             wait_s: float | None = None
             try:
-                resp = self._client.post(path, json=body)
+                resp = self._post(path, body)
             except httpx.HTTPError as exc:  # connection refused/reset, timeouts, protocol errors
                 error = f"{type(exc).__name__}: {exc}"
             else:
@@ -124,6 +124,23 @@ class HttpTeacher:
                 delay = min(wait_s if wait_s is not None else delay, float(self.s.backoff_max))
                 self._stop.wait(delay * (1 + 0.1 * random.random()))
         return Reply(request.key, seconds=time.monotonic() - start, attempts=attempts, error=self.scrub(error))
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST, with the whole answer read within ``timeout`` seconds: httpx bounds each read alone, so a
+        server that trickles its answer a few bytes at a time would hold the request (and Ctrl-C) for as long
+        as it likes. Cut off once the deadline has passed, or once the run is stopping."""
+        deadline = time.monotonic() + float(self.s.timeout)
+        with self._client.stream("POST", path, json=body) as resp:
+            chunks = []
+            for chunk in resp.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise httpx.ReadTimeout(f"the answer took longer than {float(self.s.timeout):g} s "
+                                            "(teacher.http.timeout bounds the whole request)", request=resp.request)
+        # the body as read (already decoded), without the headers that described its encoding on the wire
+        headers = [(k, v) for k, v in resp.headers.items()
+                   if k.lower() not in ("content-encoding", "transfer-encoding", "content-length")]
+        return httpx.Response(resp.status_code, headers=headers, content=b"".join(chunks), request=resp.request)
 
     # ----- many requests -----
 
