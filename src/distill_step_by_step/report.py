@@ -28,7 +28,7 @@ from .cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
 from .datasets import get_spec
 from .errors import DataError
 from .intervals import Bootstrap, Interval
-from .jsonio import atomic_open, read_json, read_jsonl
+from .jsonio import atomic_open, read_json, read_jsonl, write_json
 from .methods import get_method
 from .scoring import RULES
 from .settings import GridConfig, Settings, TeacherConfig
@@ -205,6 +205,31 @@ def results_table(res: GridResults, points: pd.DataFrame) -> pd.DataFrame:
         columns={"accuracy": "point_accuracy", "low": "point_low", "high": "point_high"}), on=keys, how="left")
     return table.merge(res.teacher[["dataset", "accuracy"]].rename(columns={"accuracy": "teacher_accuracy"}),
                        on="dataset", how="left")
+
+
+# ----- DVC's view: a few numbers per point -----
+
+def fraction_key(fraction: float) -> str:
+    """A fraction as a metric key without a dot (DVC joins nested keys with dots): 0.125 -> 'f12_5'."""
+    return "f" + f"{100 * float(fraction):.4g}".replace(".", "_")
+
+
+def summary_metrics(points: pd.DataFrame, comps: pd.DataFrame, res: GridResults) -> dict[str, Any]:
+    """``summary.json``, the pipeline's DVC metrics: numbers a researcher compares across experiments, nested
+    as dataset -> what -> student -> fraction (``demo.esnli.step_by_step.minilm-l6-d1.f100``). Test accuracy in percent (mean over seeds) per method and the
+    teacher's, and the paired differences step-by-step minus each rival and each method minus the teacher,
+    in points. Strings and counts stay in the report's files."""
+    out: dict[str, Any] = {}
+    for t in res.teacher.itertuples():
+        out.setdefault(t.dataset, {})["teacher"] = round(100 * float(t.accuracy), 2)
+    for p in points.itertuples():
+        out.setdefault(p.dataset, {}).setdefault(p.method, {}).setdefault(p.student, {})[fraction_key(p.fraction)] = \
+            round(100 * float(p.accuracy), 2)
+    for c in comps[comps.against_fraction.isna() | (comps.against_fraction == comps.fraction)].itertuples():
+        name = f"{c.method}_minus_{c.against}"
+        out.setdefault(c.dataset, {}).setdefault(name, {}).setdefault(c.student, {})[fraction_key(c.fraction)] = \
+            round(100 * float(c.difference), 2)
+    return out
 
 
 # ----- the claims -----
@@ -597,6 +622,9 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
     curves = collect_curves(results_root, grid)
     with atomic_open(out_dir / "results.md") as fh:
         fh.write(markdown(res, points, comps, grid, context, curves))
+    # under the pipeline's name (results/<name>: demo, or the grid's), so that DVC's column names (which
+    # it prefixes with the file's path when two files share a name) stay short and say which pipeline
+    write_json(out_dir / "summary.json", {Path(results_root).name: summary_metrics(points, comps, res)})
     teacher, plots = res.teacher.set_index("dataset").accuracy, []
     for dataset in grid.datasets:
         mine = points[points.dataset == dataset]
