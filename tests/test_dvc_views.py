@@ -1,0 +1,26 @@
+"""DVC's own views of the results on a fresh clone: metrics and plots that every clone has, no warnings."""
+
+import json
+
+import pytest
+
+from conftest import copy_project, run
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_shows_each_pipelines_summary_metrics_and_plots_without_a_warning(tmp_path):
+    repo = copy_project(tmp_path, committed_grids=True)
+    shown = run(["dvc", "metrics", "show", "--json"], repo)
+    assert "failed to load" not in shown.stdout + shown.stderr, shown.stderr
+    files = json.loads(shown.stdout)[""]["data"]
+    assert set(files) == {"reports/summary.json", *(f"reports/{g}/summary.json" for g in ("smoke", "cpu", "gpu", "cpu-pilots"))}
+    demo = files["reports/summary.json"]["data"]["demo"]["esnli"]
+    assert isinstance(demo["teacher"], float) and demo["step_by_step"]["minilm-l6-d1"]["f100"] > 33.3
+
+    def numbers(node):
+        return all(numbers(v) for v in node.values()) if isinstance(node, dict) else isinstance(node, (int, float))
+
+    assert all(numbers(f["data"]) for f in files.values())  # numbers only: no sentence becomes a column
+    plots = run(["dvc", "plots", "show", "--json"], repo)
+    assert "failed to load" not in plots.stdout + plots.stderr, plots.stderr
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
