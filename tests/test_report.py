@@ -149,3 +149,13 @@ def test_a_point_with_fewer_seeds_than_the_grid_says_so(tmp_path):
     res.correct = {k: v for k, v in res.correct.items() if k[4] == 0}
     text = markdown(res, point_table(res, GRID), comparison_table(res, GRID), GRID, {"teacher_name": "PaLM 540B"})
     assert "60.0% [" in text and ", 1 of 2 seeds |" in text
+
+
+def test_claim_b_cannot_tell_yet_while_only_the_full_data_has_results(tmp_path):
+    res = _grid(tmp_path, lambda m, s, f, seed: _first(150 if m == "step_by_step" else 120))
+    keep = res.cells.fraction == 1.0
+    res.cells = res.cells[keep]
+    res.correct = {k: v for k, v in res.correct.items() if k[3] == 1.0}
+    text = markdown(res, point_table(res, GRID), comparison_table(res, GRID), GRID, {"teacher_name": "PaLM 540B"})
+    assert "here small has no step-by-step result with less than 100% of the data yet: our numbers **cannot tell " \
+           "yet**." in text

@@ -295,6 +295,10 @@ def agreement_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> 
         largest = group.against_fraction.max()
         full = group[group.against_fraction == largest].sort_values("fraction")
         ok = full[(full.verdict == "ahead") & (full.fraction < largest)]
+        if (full.fraction < largest).sum() == 0:
+            lines.append(f"- (b) {finding}; here {student} has no step-by-step result with less than {pct(largest)} "
+                         "of the data yet: our numbers **cannot tell yet**.")
+            continue
         if ok.empty:
             lines.append(f"- (b) {finding}; here {student} with step-by-step is ahead of fine-tuning with "
                          f"{pct(largest)} at no smaller fraction: our numbers **do not show it**.")
