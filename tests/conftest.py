@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +60,23 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess[str]:
 
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment a grid worker's clone needs in a test: this venv for ``launch/worker.sh`` and a git user."""
+    git_user = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}
+    return {**os.environ, "DSS_VENV": str(Path(sys.executable).parents[1]), **git_user, **extra}
+
+
+def finished_events(clone: Path) -> dict[str, int]:
+    """How many finished training runs each cell's run log records in a clone."""
+    counts: dict[str, int] = {}
+    for log in clone.glob("logs/**/runs.jsonl"):
+        for line in log.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "finished":
+                counts[event["cell"]] = counts.get(event["cell"], 0) + 1
+    return counts
 
 
 def copy_project(dest_root: Path, committed_grids: bool = False) -> Path:

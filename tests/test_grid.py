@@ -16,14 +16,9 @@ from distill_step_by_step.cell import Cell, check_may_train
 from distill_step_by_step.errors import StageError
 from distill_step_by_step.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, share
 
-from conftest import GIT, REPO, copy_project, run
+from conftest import GIT, REPO, copy_project, finished_events, run, worker_env
 
 VENV = Path(sys.executable).parents[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    git_user = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}
-    return {**os.environ, "DSS_VENV": str(VENV), **git_user, **extra}
 
 
 @pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / GRIDS_DIR).iterdir()))
@@ -69,17 +64,6 @@ def test_a_grid_cell_trains_only_under_a_worker_and_never_under_an_assembly(monk
         check_may_train("params.yaml", cell)
 
 
-def _finished_events(clone: Path) -> dict[str, int]:
-    """How many finished training runs each cell's run log records in a clone."""
-    counts: dict[str, int] = {}
-    for log in clone.glob("logs/**/runs.jsonl"):
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "finished":
-                counts[event["cell"]] = counts.get(event["cell"], 0) + 1
-    return counts
-
-
 def _trained(output: str) -> list[str]:
     return re.findall(r"Running stage '[^']*train_score@([^']+)'", output)
 
@@ -107,7 +91,7 @@ def test_two_workers_one_killed_mid_cell_then_a_third_clone_assembles_every_cell
 
     def worker(i: int) -> subprocess.Popen:
         return subprocess.Popen([str(repo / "launch" / "worker.sh"), "killtest", str(remote), f"{i}/2", "--create-remote"],
-                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
 
     second, first = worker(2), worker(1)
@@ -125,8 +109,8 @@ def test_two_workers_one_killed_mid_cell_then_a_third_clone_assembles_every_cell
     out_again, out_second = again.communicate(timeout=900)[0], second.communicate(timeout=900)[0]
     assert again.returncode == 0 and second.returncode == 0, (out_again[-3000:], out_second[-3000:])
 
-    trained = {**_finished_events(clone1)}
-    for cell, n in _finished_events(repo / ".workers" / "killtest-2").items():
+    trained = {**finished_events(clone1)}
+    for cell, n in finished_events(repo / ".workers" / "killtest-2").items():
         trained[cell] = trained.get(cell, 0) + n
     assert trained == {"anli1/finetune/tiny-t5/f0.5-s0": 1, "anli1/finetune/tiny-t5/f1.0-s0": 1}
     resumed = [json.loads(line) for line in (clone1 / "logs" / "models" / "killtest" / "anli1" / "finetune" /
@@ -139,12 +123,12 @@ def test_two_workers_one_killed_mid_cell_then_a_third_clone_assembles_every_cell
     run([sys.executable, "-m", "distill_step_by_step.grid", "init", "killtest"], third)
     assembled = run([sys.executable, "-m", "distill_step_by_step.grid", "assemble", "killtest", "--remote", str(remote)],
                     third).stdout
-    assert _finished_events(third) == {} and "grid killtest: 2 of 2 cells finished" in assembled
+    assert finished_events(third) == {} and "grid killtest: 2 of 2 cells finished" in assembled
     report = (third / "reports" / "killtest" / "results.md").read_text()
     assert "no results yet" not in report and "standard fine-tuning" in report
     again = run([sys.executable, "-m", "distill_step_by_step.grid", "assemble", "killtest", "--remote", str(remote)],
                 third).stdout
-    assert _finished_events(third) == {} and "grid killtest: 2 of 2 cells finished" in again
+    assert finished_events(third) == {} and "grid killtest: 2 of 2 cells finished" in again
 
 
 @pytest.mark.slow
@@ -156,7 +140,7 @@ def test_a_budgeted_worker_starts_no_cell_it_cannot_finish_and_leaves_only_whole
     budget = 45
     start = time.monotonic()
     out = run([*grid, "work", "smoke", "--budget", f"{budget}s", "--guess-minutes", "0.25"], repo,
-              env=_env()).stdout
+              env=worker_env()).stdout
     elapsed = time.monotonic() - start
     done = int(re.search(r"worker 1/1: (\d+) cells done", out).group(1))
     assert elapsed < budget and 0 < done < 12 and "not starting" in out, out[-2000:]
@@ -186,7 +170,7 @@ def test_the_readme_scale_out_commands_on_a_fresh_clone_restore_the_committed_gr
     remote = tmp_path / "shared-remote"
     remote.mkdir()
     script = _readme_block("scale-out").replace("/path/to/shared/remote", str(remote))
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=worker_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "grid smoke: 12 of 12 cells finished, 0 missing" in proc.stdout and _trained(proc.stdout) == []
@@ -200,7 +184,7 @@ def test_the_readme_scale_out_commands_on_a_fresh_clone_restore_the_committed_gr
 def test_the_readme_queue_example_runs_as_written_on_a_fresh_clone(tmp_path):
     repo = copy_project(tmp_path)
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("queue")], cwd=repo,
-                          env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True,
+                          env=worker_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     status = run(["dvc", "queue", "status"], repo).stdout
@@ -218,7 +202,7 @@ def test_a_fresh_clone_rebuilds_a_committed_grid_report_without_training(tmp_pat
     for name in ("results.md", "results.csv", "comparisons.csv"):
         (repo / "reports" / profile / name).unlink()
     out = run([sys.executable, "-m", "distill_step_by_step.grid", "report", profile], repo).stdout
-    assert _trained(out) == [] and _finished_events(repo) == {} and f"Running stage 'grids/{profile}/dvc.yaml:report'" in out
+    assert _trained(out) == [] and finished_events(repo) == {} and f"Running stage 'grids/{profile}/dvc.yaml:report'" in out
     rebuilt = {p.relative_to(repo): p.read_bytes() for p in (repo / "reports" / profile).rglob("*") if p.is_file()}
     assert rebuilt == committed
     status = run([sys.executable, "-m", "distill_step_by_step.grid", "status", profile], repo).stdout
@@ -243,7 +227,7 @@ def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_bring
     os.chmod(device / "launch" / "lease.sh", 0o755)
     out = tmp_path / "out"
     proc = subprocess.run([str(device / "launch" / "lease.sh"), "smoke", "90s", "2", "--guess-minutes", "0.25"],
-                          cwd=device, env=_env(OUT=str(out), DSS_KIT_STAGE=str(tmp_path / "stage"),
+                          cwd=device, env=worker_env(OUT=str(out), DSS_KIT_STAGE=str(tmp_path / "stage"),
                                               PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -253,7 +237,7 @@ def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_bring
     collected = run([sys.executable, "-m", "distill_step_by_step.kit", "collect", "smoke", str(out)], repo).stdout
     finished = int(re.search(r"grid smoke: (\d+) of 12 cells finished", collected).group(1))
     # the lease's run logs came back with its cells: each cell trained once there, and none here
-    lease_runs = _finished_events(repo)
+    lease_runs = finished_events(repo)
     assert finished > 0 and len(lease_runs) == finished and set(lease_runs.values()) == {1}
     # a file too large for one command travels in parts and is joined, checked by its size, on the far side
     big = tmp_path / "model.whl"
@@ -275,12 +259,12 @@ def test_a_fresh_clone_that_runs_the_committed_smoke_grid_again_changes_no_commi
     cells = [c.stage for c in Grid("smoke", repo).cells()]
     run(["dvc", "repro", "grids/smoke/dvc.yaml:baseline"], repo)  # the data stages (DVC-cached, not kept)
     out = run(["dvc", "repro", "-f", "-s", *[f"grids/smoke/dvc.yaml:{s}" for s in [*cells, "report"]]], repo,
-              env=_env(DSS_WORKER="1/1")).stdout
+              env=worker_env(DSS_WORKER="1/1")).stdout
     assert len(_trained(out)) == 12
     status = run(["git", "status", "--porcelain"], repo).stdout
     assert status == "", status
     # the README's way to see it, as written
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("reproduce")], cwd=repo,
-                          env=_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True)
+                          env=worker_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True)
     assert proc.returncode == 0 and "nothing to commit, working tree clean" in proc.stdout, proc.stdout + proc.stderr
     assert json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout) == {}

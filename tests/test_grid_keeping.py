@@ -15,9 +15,8 @@ from distill_step_by_step.errors import StageError
 from distill_step_by_step.grid import _budget
 from distill_step_by_step.remotes import MARK, entry_fits, md5_of, resolve_remote, store_faults
 
-from conftest import GIT, copy_project, run
+from conftest import GIT, copy_project, finished_events, run, worker_env
 
-VENV = Path(sys.executable).parents[1]
 GRID = [sys.executable, "-m", "distill_step_by_step.grid"]
 
 # Three tiny cells of ANLI-R1 (a T5 built in code, 20 steps): seconds each.
@@ -33,11 +32,6 @@ TINY = {
 }
 
 
-def _env(**extra: str) -> dict[str, str]:
-    git_user = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}
-    return {**os.environ, "DSS_VENV": str(VENV), "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}", **git_user, **extra}
-
-
 def _tiny_project(root: Path) -> Path:
     repo = copy_project(root)
     (repo / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
@@ -47,18 +41,8 @@ def _tiny_project(root: Path) -> Path:
     return repo
 
 
-def _trained_runs(clone: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for log in clone.glob("logs/**/runs.jsonl"):
-        for line in log.read_text().splitlines():
-            event = json.loads(line)
-            if event["event"] == "finished":
-                counts[event["cell"]] = counts.get(event["cell"], 0) + 1
-    return counts
-
-
 def _grid(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GRID, *args], cwd=repo, capture_output=True, text=True, env=_env(**kw), timeout=900)
+    return subprocess.run([*GRID, *args], cwd=repo, capture_output=True, text=True, env=worker_env(**kw), timeout=900)
 
 
 # ----- quick checks of the pieces -----
@@ -139,14 +123,14 @@ def test_cells_that_were_not_pushed_are_pushed_later_and_cells_of_older_code_are
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert "4 cells done (4 trained here)" in first.stdout and "4 not pushed" in first.stdout
     assert "cells not pushed to" in first.stdout and "ERROR" in first.stdout  # DVC's own reason
-    assert sorted(_trained_runs(repo).values()) == [1, 1, 1, 1]
+    assert sorted(finished_events(repo).values()) == [1, 1, 1, 1]
 
     (remote / "files").unlink()  # the remote takes pushes again: the next run pushes what it holds
     (remote / MARK).write_text("")
     second = _grid(repo, "work", "tiny", "--remote", str(remote))
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "0 cells to do (4 of the grid already finished)" in second.stdout and "0 not pushed" in second.stdout
-    assert sorted(_trained_runs(repo).values()) == [1, 1, 1, 1]
+    assert sorted(finished_events(repo).values()) == [1, 1, 1, 1]
 
     # another machine, whose code has changed since (a comment: DVC's run-cache no longer matches), assembles
     third = copy_project(tmp_path / "third")
@@ -156,11 +140,11 @@ def test_cells_that_were_not_pushed_are_pushed_later_and_cells_of_older_code_are
         fh.write("# a comment changes no number\n")
     assembled = _grid(third, "assemble", "tiny", "--remote", str(remote))
     assert assembled.returncode == 0, assembled.stdout[-3000:] + assembled.stderr[-3000:]
-    assert "grid tiny: 4 of 4 cells finished" in assembled.stdout and _trained_runs(third) == {}
+    assert "grid tiny: 4 of 4 cells finished" in assembled.stdout and finished_events(third) == {}
     assert "4 finished cells were made by code or data that changed since" in assembled.stdout
     # and a worker there trains none of them again
     again = _grid(third, "work", "tiny", "--remote", str(remote))
-    assert again.returncode == 0 and "0 cells to do" in again.stdout and _trained_runs(third) == {}
+    assert again.returncode == 0 and "0 cells to do" in again.stdout and finished_events(third) == {}
 
 
 @pytest.mark.slow
@@ -169,7 +153,7 @@ def test_a_killed_worker_process_whose_cell_finished_after_it_pushes_that_cell_o
     repo = _tiny_project(tmp_path)
     remote = tmp_path / "remote"
     proc = subprocess.Popen([*GRID, "work", "tiny", "--remote", str(remote), "--create-remote"], cwd=repo,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = repo / "logs" / "models" / "tiny" / "anli1" / "finetune" / "tiny-t5" / "f0.5-s0" / "runs.jsonl"
     deadline = time.time() + 600
     while not log.is_file():  # the first cell is training
@@ -189,7 +173,7 @@ def test_a_killed_worker_process_whose_cell_finished_after_it_pushes_that_cell_o
     (other / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     run([*GRID, "init", "tiny"], other)
     assembled = _grid(other, "assemble", "tiny", "--remote", str(remote))
-    assert "grid tiny: 1 of 4 cells finished" in assembled.stdout and _trained_runs(other) == {}
+    assert "grid tiny: 1 of 4 cells finished" in assembled.stdout and finished_events(other) == {}
 
 
 @pytest.mark.slow
@@ -197,7 +181,7 @@ def test_a_remote_moved_away_mid_run_stops_the_worker_and_is_not_recreated(tmp_p
     repo = _tiny_project(tmp_path)
     remote, moved = tmp_path / "remote", tmp_path / "moved"
     proc = subprocess.Popen([str(repo / "launch" / "worker.sh"), "tiny", "remote", "1/1", "--create-remote"],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     for line in proc.stdout:  # the first cell is pushed once the second starts
         seen.append(line)
