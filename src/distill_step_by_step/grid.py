@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,8 @@ import yaml
 from .cell import CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .errors import StageError
 from .profiles import apply_profile, load_profile
-from .remotes import adopt_cells, forget_cells, push_cells, require_remote, resolve_remote, verify_store
+from .remotes import (adopt_cells, changed_settings, forget_cells, push_cells, require_remote, resolve_remote,
+                      verify_store)
 from .settings import Settings, parse_settings, read_params
 
 GRIDS_DIR = Path(GRIDS)
@@ -104,10 +106,18 @@ class Grid:
         return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.is_file() else {}
 
     def finished(self) -> set[Cell]:
-        """The cells the lock records whose results are in place."""
-        settings, locked = self.settings(), self.locked()
-        return {c for c in self.cells()
-                if c.stage in locked and (self.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()}
+        """The cells the lock records, under the grid's present settings, whose results are in place."""
+        settings, locked, outdated = self.settings(), self.locked(), self.outdated()
+        return {c for c in self.cells() if c.stage in locked and c not in outdated
+                and (self.root / c.results_dir(settings.paths.results) / METRICS_FILE).is_file()}
+
+    def outdated(self) -> dict[Cell, list[str]]:
+        """The cells the lock records under settings the grid no longer has, each with what changed."""
+        if self.profile is None:  # the embedded default's settings are DVC's alone (`dvc exp run -S`)
+            return {}
+        locked, params = self.locked(), read_params(self.params_path)
+        changes = {c: changed_settings(locked[c.stage], params) for c in self.cells() if c.stage in locked}
+        return {c: why for c, why in changes.items() if why}
 
     def outputs(self, cell: Cell) -> set[str]:
         """Every output of the cell's stage, as its lock entry names them."""
@@ -298,6 +308,7 @@ def prepare(grid: Grid, remote: str | None) -> None:
         dvc("fetch", "-q", "--run-cache", "-r", REMOTE_NAME, grid.target(DATA_STAGE), check=False)
     dvc("repro", *(["--pull"] if remote else []), grid.target(DATA_STAGE))
     if grid.profile is not None:
+        retire(grid)
         adopt(grid, remote)
 
 
@@ -406,6 +417,32 @@ def keep(grid: Grid) -> None:
     dvc("push", "-q", "-r", STORE, *grid.kept_outputs(grid.finished()))
 
 
+def retire(grid: Grid) -> list[Cell]:
+    """Take out of this pipeline the cells its lock records under settings the grid no longer has (a profile
+    edited: ``train.max_steps`` raised, a student changed): they are other experiments, trained again rather
+    than kept as this grid's. Their lock entries and workspace files go; git history and the store keep the
+    results they had. Returns them. (Cells made by older *code* stay: see the module docstring.)"""
+    outdated = grid.outdated()
+    if not outdated:
+        return []
+    forget_cells(grid.folder / "dvc.lock", [c.stage for c in outdated])
+    for cell in outdated:
+        for path in grid.outputs(cell):
+            target = grid.root / path
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    print(f"  {_outdated_line(outdated)}: trained again", flush=True)
+    return sorted(outdated, key=lambda c: c.name)
+
+
+def _outdated_line(outdated: dict[Cell, list[str]]) -> str:
+    first = min(outdated, key=lambda c: c.name)
+    return (f"{len(outdated)} cells were made with settings this grid no longer has (first: {first.name}: "
+            f"{'; '.join(outdated[first][:3])})")
+
+
 def restore_kept(grid: Grid) -> None:
     """Bring from the repository's store the small outputs of every cell the lock records but the workspace
     lacks (a fresh clone has the lock, not the files), so that it counts as finished and no worker trains
@@ -436,6 +473,7 @@ def no_fewer_cells(grid: Grid) -> None:
 def report(grid: Grid) -> None:
     """Rebuild the grid's report from what the repository keeps, training nothing: the cells' small outputs
     come from the store, and only the ``report`` stage runs (``dvc repro -s``)."""
+    retire(grid)
     restore_kept(grid)
     no_fewer_cells(grid)
     dvc("repro", "-s", grid.target("report"))
@@ -448,6 +486,9 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
     need = sum(times.estimate(c) for c in missing)
     lines = [f"grid {grid.profile}: {len(finished)} of {len(cells)} cells finished, {len(missing)} missing "
              f"(estimated {need / 3600:.2f} h of one worker)"]
+    outdated = grid.outdated()
+    if outdated:
+        lines.append(f"  {_outdated_line(outdated)}: counted missing, the next worker trains them again")
     stale = _stale(grid, finished)
     if stale:
         lines.append(f"  {len(stale)} finished cells were made by code or data that changed since (`dvc status "

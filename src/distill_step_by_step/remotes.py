@@ -138,9 +138,8 @@ def entry_fits(entry: dict[str, Any], root: Path, params: dict[str, Any]) -> boo
     """Whether a run-cache entry is this grid's cell as it stands: the same settings (every parameter it
     recorded has its value now) and the same data (every dependency outside the code has its hash now).
     Code may differ: a cell made by older code is kept, and counted as such."""
-    for values in (entry.get("params") or {}).values():
-        if any(_dotted(params, key) != value for key, value in values.items()):
-            return False
+    if changed_settings(entry, params):
+        return False
     for dep in entry.get("deps") or []:
         if dep["path"].startswith(CODE_PREFIXES):
             continue
@@ -148,6 +147,28 @@ def entry_fits(entry: dict[str, Any], root: Path, params: dict[str, Any]) -> boo
         if not path.is_file() or "md5" not in dep or md5_of(path) != dep["md5"]:
             return False
     return True
+
+
+def changed_settings(entry: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The settings an entry (of a lock or the run-cache) recorded that have another value now, each as
+    ``key: then -> now`` with its dotted key (``train.max_steps: 2500 -> 4000``)."""
+    changes = []
+    for values in (entry.get("params") or {}).values():
+        for key, value in values.items():
+            now = _dotted(params, key)
+            if now != value:
+                changes += _differences(key, value, now)
+    return changes
+
+
+def _differences(key: str, then: Any, now: Any) -> list[str]:
+    if isinstance(then, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(then) | set(now), key=str)
+                for d in _differences(f"{key}.{k}", then.get(k), now.get(k)) if then.get(k) != now.get(k)]
+    def shown(value: Any) -> str:
+        return "(none)" if value is KeyError else repr(value)
+
+    return [f"{key}: {shown(then)} -> {shown(now)}"]
 
 
 def code_matches(entry: dict[str, Any], root: Path) -> bool:
