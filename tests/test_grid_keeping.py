@@ -215,3 +215,28 @@ def test_a_damaged_store_object_is_named_kept_and_stops_report_and_status(tmp_pa
     assert obj.read_bytes() == bytes(damaged)  # kept, as it was
     assert {p: p.read_bytes() for p in before} == before
     assert run(["git", "status", "--porcelain", "store", "grids", "reports"], repo).stdout == f" M {obj.relative_to(repo)}\n"
+
+
+@pytest.mark.slow
+def test_cells_made_under_settings_the_grid_no_longer_has_count_missing_and_are_trained_again_once(tmp_path):
+    repo = _tiny_project(tmp_path)
+    first = _grid(repo, "work", "tiny")
+    assert first.returncode == 0 and "4 cells done (4 trained here)" in first.stdout, first.stdout[-3000:]
+    results = repo / "results" / "tiny" / "anli1" / "finetune" / "tiny-t5" / "f1.0-s0"
+    then = (results / "metrics.json").read_bytes()
+
+    (repo / "profiles" / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "max_steps": 30}}))
+    run([*GRID, "init", "tiny"], repo)
+    status = _grid(repo, "status", "tiny")
+    assert "grid tiny: 0 of 4 cells finished, 4 missing" in status.stdout, status.stdout
+    assert "4 cells were made with settings this grid no longer has (first: anli1/finetune/tiny-t5/f0.5-s0: " \
+           "train.max_steps: 20 -> 30): counted missing" in status.stdout
+    assert (results / "metrics.json").read_bytes() == then  # status changes nothing
+
+    again = _grid(repo, "work", "tiny")
+    assert again.returncode == 0 and "4 cells done (4 trained here)" in again.stdout, again.stdout[-3000:]
+    assert "4 cells were made with settings this grid no longer has" in again.stdout
+    assert json.loads((results / "student.json").read_text())["train_config"]["max_steps"] == 30
+    assert sorted(finished_events(repo).values()) == [2, 2, 2, 2]  # once under each setting
+    third = _grid(repo, "work", "tiny")
+    assert "0 cells to do (4 of the grid already finished)" in third.stdout and "no longer has" not in third.stdout

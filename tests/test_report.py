@@ -101,7 +101,7 @@ def test_validation_curves_say_whether_training_had_flattened(tmp_path):
     res = _grid(tmp_path, lambda *a: _first(120))
     text = markdown(res, point_table(res, GRID), comparison_table(res, GRID), GRID, {"teacher_name": "PaLM 540B"},
                     list(curves.values()))
-    assert "rose by at most +10.0 points (distilling step-by-step" in text
+    assert "best validation accuracy rose by at most +10.0 points (distilling step-by-step" in text
     assert "2 of 8 (method, student, fraction) points still gained more than 1 point" in text
 
 

@@ -356,7 +356,7 @@ def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dat
             rows.append([_title(method), student, f"{size.iloc[0]:g}" if len(size) else "?", *texts])
     t = res.teacher.set_index("dataset").loc[dataset]
     teacher_text = f"{t.accuracy:.1%}" + (f" ({t.exact_accuracy:.1%})" if pd.notna(t.exact_accuracy) else "")
-    rows.append([f"teacher (few-shot CoT)", teacher_name, "–", *[teacher_text] * len(fractions)])
+    rows.append(["teacher (few-shot CoT)", teacher_name, "–", *[teacher_text] * len(fractions)])
     return pd.DataFrame(rows, columns=["method", "student", "params (M)", *columns]).to_markdown(index=False)
 
 
@@ -429,10 +429,12 @@ class Curve:
     accuracies: list[float]
 
     def late_gain(self) -> float:
-        """How much validation accuracy rose over the last quarter of training: near zero once it has flattened."""
+        """How much the best validation accuracy (the checkpoint selection keeps) rose over the last quarter
+        of training: zero once it has flattened. The best, not the last, so that one noisy dip before the
+        last quarter does not count as a gain."""
         last = self.steps[-1]
         before = [a for s, a in zip(self.steps, self.accuracies) if s <= 0.75 * last] or self.accuracies[:1]
-        return self.accuracies[-1] - before[-1]
+        return max(self.accuracies) - max(before)
 
 
 def collect_curves(results_root: str | Path, grid: GridConfig) -> list[Curve]:
@@ -458,7 +460,8 @@ def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
         return []
     steep = max(curves, key=lambda c: c.late_gain())
     rising = [c for c in curves if c.late_gain() > 0.01]
-    return [f"Validation curves (mean over seeds): over the last quarter of training, accuracy rose by at most "
+    return [f"Validation curves (mean over seeds): over the last quarter of training, the best validation "
+            f"accuracy rose by at most "
             f"{100 * steep.late_gain():+.1f} points ({_title(steep.method)}, {steep.student}, "
             f"{pct(steep.fraction)} of the data); {len(rising)} of {len(curves)} (method, student, fraction) points "
             "still gained more than 1 point, so "
