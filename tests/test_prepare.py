@@ -157,3 +157,29 @@ def test_missing_completions(tmp_path, mirror):
 def test_unknown_dataset(tmp_path, mirror):
     with pytest.raises(ValueError, match="unknown dataset 'mnli'"):
         prepare(str(mirror), tmp_path / "out", ["mnli"])
+
+
+def test_a_member_that_would_inflate_past_any_corpus_is_refused_before_it_is_inflated(tmp_path, mirror):
+    import resource
+    import subprocess
+    import sys
+
+    from distill_step_by_step.archive import MAX_MEMBER_BYTES
+
+    bomb = _rewrite(mirror, tmp_path / "bomb.zip", lambda n, b: b)
+    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as zf, \
+            zf.open("datasets/cqa/extra.json", "w", force_zip64=True) as member:
+        zeros = bytes(1 << 20)
+        for _ in range(MAX_MEMBER_BYTES // len(zeros) + 1):  # a few hundred kilobytes once deflated
+            member.write(zeros)
+    with zipfile.ZipFile(bomb) as zf:
+        assert zf.getinfo("datasets/cqa/extra.json").compress_size < 2**20
+    _prepare_fails(str(bomb), tmp_path / "out", r"bomb\.zip: member datasets/cqa/extra\.json inflates to "
+                   r"269,484,032 bytes, more than the 268,435,456 any corpus here needs")
+    # in a process of its own: the refusal never holds the member in memory
+    code = ("import sys; from distill_step_by_step.archive import DatasetArchive\n"
+            "try:\n    DatasetArchive(sys.argv[1])\nexcept Exception as e:\n    print(e)")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, check=True)
+    assert "inflates to" in out.stdout
+    assert max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) < 200 * 1024  # KiB: under 200 MB

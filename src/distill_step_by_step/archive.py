@@ -17,6 +17,11 @@ from .errors import DataError
 from .jsonio import parse_jsonl_lines
 
 
+# The largest corpus file of the authors' archive is about 4 MB; a member far past that is not a corpus
+# (a zip bomb inflates gigabytes from kilobytes), and reading it whole would take the machine's memory.
+MAX_MEMBER_BYTES = 256 * 2**20
+
+
 def is_url(source: str) -> bool:
     """True for http(s)/file URLs, False for plain local paths."""
     return urllib.parse.urlparse(source).scheme in {"http", "https", "file"}
@@ -69,12 +74,22 @@ class DatasetArchive:
         else:
             try:
                 self._zip = zipfile.ZipFile(local)
+                self._check_sizes()
                 bad = self._zip.testzip()
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
                 raise DataError(f"not a readable zip archive ({exc})", path=source) from None
             if bad is not None:
                 raise DataError(f"corrupt archive: CRC check failed for member {bad}", path=source)
             self._root = self._find_zip_root()
+
+    def _check_sizes(self) -> None:
+        """Refuse a member that would inflate past MAX_MEMBER_BYTES before anything is inflated: members are
+        read whole, and zipfile never inflates past a member's declared size, so the declared size bounds it."""
+        assert self._zip is not None
+        for info in self._zip.infolist():
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise DataError(f"member {info.filename} inflates to {info.file_size:,} bytes, more than the "
+                                f"{MAX_MEMBER_BYTES:,} any corpus here needs: not reading it", path=self.source)
 
     def _find_zip_root(self) -> str:
         assert self._zip is not None

@@ -62,8 +62,13 @@ def _choice_label(tail: str) -> str | Parsed:
 
 
 def _equation_label(tail: str) -> str | Parsed:
-    m = re.search(r"\(.*\)", tail)
-    return _fail("no equation: expected '(...)' after the marker") if m is None else m.group(0)
+    # the first line holding a '(' with a ')' after it, from that '(' to its last ')': what the authors'
+    # re.search(r"\(.*\)") finds, in linear time (the regex backtracks quadratically on many unclosed '(')
+    for line in tail.split("\n"):
+        start, end = line.find("("), line.rfind(")")
+        if start != -1 and end > start:
+            return line[start:end + 1]
+    return _fail("no equation: expected '(...)' after the marker")
 
 
 def parse_choice(text: str) -> Parsed:
