@@ -86,6 +86,9 @@ def _changed(params, dotted: str, value):
     ("students.minilm-l6.encoder_layers", 0, "students.minilm-l6.encoder_layers: must be >= 1, got 0"),
     ("teacher.name", "gpt", "teacher.name: must be one of palm, http, local; got 'gpt'"),
     ("teacher.max_examples", 0, "teacher.max_examples: must be >= 1, got 0"),
+    ("teacher.max_failed_share", 1.5, "teacher.max_failed_share: must be <= 1, got 1.5"),
+    ("teacher.max_failed_share", -0.01, "teacher.max_failed_share: must be >= 0, got -0.01"),
+    ("teacher.max_failed_share", "1%", "teacher.max_failed_share: should be a number, got str '1%'"),
     ("teacher.http.concurency", 4, "teacher.http.concurency: unknown setting"),
     ("teacher.http.timeout", 0, "teacher.http.timeout: must be > 0, got 0.0"),
     ("teacher.local.batch_size", 0, "teacher.local.batch_size: must be >= 1, got 0"),
@@ -103,6 +106,15 @@ def test_an_api_key_in_place_of_its_variable_name_is_refused_without_echoing_it(
     with pytest.raises(SettingsError, match="teacher.http.api_key_env: must be the NAME") as err:
         parse_settings(_changed(params, "teacher.http.api_key_env", secret))
     assert secret not in str(err.value)
+
+
+def test_the_failed_share_defaults_to_one_percent_and_takes_0_and_1(params):
+    assert parse_settings(params).teacher.max_failed_share == 0.01
+    without = copy.deepcopy(params)
+    del without["teacher"]["max_failed_share"]
+    assert parse_settings(without).teacher.max_failed_share == 0.01  # the same default when the key is absent
+    for share in (0, 1):  # integers read as the shares they are
+        assert parse_settings(_changed(params, "teacher.max_failed_share", share)).teacher.max_failed_share == share
 
 
 def test_yaml_1_1_exponents_read_as_numbers(params):

@@ -24,8 +24,8 @@ import httpx
 import pytest
 import yaml
 
-from conftest import copy_project, run
-from distill_step_by_step.annotate import AnnotationIncomplete, annotate
+from conftest import REPO, copy_project, run
+from distill_step_by_step.annotate import AnnotationIncomplete, TooManyFailedRequests, annotate
 from distill_step_by_step.datasets import NLI_LABELS
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.parsing import parse_completion
@@ -273,6 +273,152 @@ def test_garbage_responses_are_retried_then_reported_and_garbage_text_is_kept_un
     splits = summary["splits"]
     assert splits["train"]["unparsed"] + splits["test"]["unparsed"] == 1
     assert splits["train"]["rows"] + splits["test"]["rows"] == 6
+
+
+# ----- requests the server refuses for good -----
+
+TOO_LONG = json.dumps({"object": "error", "message": "This model's maximum context length is 2048 tokens. However, "
+                       "you requested 4133 tokens (4005 in the messages, 128 in the completion). " + "x" * 400})
+
+
+def refusing(prompt: str, status: int = 400, reason: str = TOO_LONG):
+    """A server that answers ``status`` (with an over-long reason) for ``prompt`` and completions for the rest."""
+    return lambda n, body, headers: ((status, {}, reason) if body["prompt"] == prompt
+                                     else (200, {}, completion_json(GOOD["svamp"])))
+
+
+def svamp_prompt(prepared: Path, split: str, i: int) -> tuple[str, str]:
+    """The id and rendered prompt of the i-th example of a svamp split."""
+    ex = read_jsonl(prepared / "svamp" / f"{split}.jsonl")[i]
+    return ex["id"], render(prompt_template("svamp"), ex)
+
+
+def stage(project_params: dict, tmp_path: Path, prepared: Path) -> subprocess.CompletedProcess[str]:
+    """The annotate stage as DVC runs it (stages/annotate.py), on svamp, with these params."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(project_params, sort_keys=False))
+    return subprocess.run([sys.executable, str(REPO / "stages" / "annotate.py"), "--params", str(params), "--dataset",
+                           "svamp", "--prepared", str(prepared), "--out", str(tmp_path / "stage_corpus"), "--summary",
+                           str(tmp_path / "stage_summary.json"), "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_refused_request_is_not_retried_and_comes_back_permanent(fake, status):
+    from distill_step_by_step.teachers import Request
+
+    openai_style = json.dumps({"error": {"message": json.loads(TOO_LONG)["message"], "type": "invalid_request_error"}})
+    fake.script = refusing("Q: too long?\nA:", status, openai_style)
+    teacher = build_teacher(http_cfg(fake.url, retries=3))
+    replies = {r.key: r for r in teacher.generate([Request("bad", "Q: too long?\nA:"), Request("ok", "Q: 1?\nA:")],
+                                                  ["\nQ:"])}
+    teacher.close()
+    bad = replies["bad"]
+    assert not bad.ok and bad.permanent and bad.status == status and bad.attempts == 1 and replies["ok"].ok
+    assert bad.error.startswith(f"HTTP {status}: This model's maximum context length is 2048 tokens.")
+    assert bad.error.endswith("...") and len(bad.error) < 230  # the server's message, shortened
+    assert Counter(c["prompt"] for c in fake.calls)["Q: too long?\nA:"] == 1
+
+
+def test_a_prompt_refused_for_good_is_recorded_counted_and_left_out_within_tolerance(fake, prepared, tmp_path, capsys):
+    bad_id, bad_prompt = svamp_prompt(prepared, "train", 1)
+    fake.script = refusing(bad_prompt)
+    cfg, cache_dir, out = {**http_cfg(fake.url), "max_failed_share": 0.5}, tmp_path / "cache", tmp_path / "corpus"
+    summary = annotate(prepared, "svamp", out, cfg, cache_dir)
+    assert Counter(c["prompt"] for c in fake.calls)[bad_prompt] == 1  # a 400 is not retried
+    assert summary["run"] == {**summary["run"], "requested": 6, "completed": 5, "failed": 0, "failed_for_good": 1}
+    train = summary["splits"]["train"]
+    assert train == {**train, "rows": 3, "parsed": 2, "unparsed": 0, "failed_requests": 1,
+                     "failed_request_reasons": {"HTTP 400": 1}}
+    assert "failed_requests" not in summary["splits"]["test"]  # only where there are any
+    [example] = summary["failed_request_examples"]
+    assert example["split"] == "train" and example["id"] == bad_id and "maximum context length" in example["error"]
+    # the corpus keeps the example, flagged like an unparsed one, with the reason
+    records = {r["id"]: r for r in read_jsonl(out / "train.jsonl")}
+    rec = records[bad_id]
+    assert rec["completion"] is None and not rec["teacher_ok"] and rec["teacher_label"] is None
+    assert rec["teacher_error"].startswith("HTTP 400: ") and rec["rationale"] is None
+    assert sum(r["teacher_ok"] for r in records.values()) == 2
+    # the cache records the refusal (status and the server's reason, shortened)
+    [row] = [r for r in cache_rows(cache_dir, "svamp") if r["completion"] is None]
+    assert row["id"] == bad_id and row["status"] == 400 and "maximum context length" in row["error"]
+    assert len(row["error"]) <= 303
+    err = capsys.readouterr().err
+    assert "1 request(s) failed for good" in err and "within teacher.max_failed_share = 0.5" in err
+    assert "train: 1 of 3, limit 1" in err and f"first: train/{bad_id}: HTTP 400:" in err
+
+    # a rerun asks nothing again, the refused prompt included, and writes the same corpus
+    fake.calls.clear()
+    again = annotate(prepared, "svamp", tmp_path / "again", cfg, cache_dir)
+    assert fake.calls == [] and again["run"]["cache_hits"] == 6 and again["splits"] == summary["splits"]
+    assert read_jsonl(tmp_path / "again" / "train.jsonl") == read_jsonl(out / "train.jsonl")
+
+
+def test_beyond_tolerance_the_stage_stops_with_one_line_naming_the_setting(fake, prepared, tmp_path):
+    bad_id, bad_prompt = svamp_prompt(prepared, "train", 1)
+    fake.script = refusing(bad_prompt)
+    cfg, cache_dir = {**http_cfg(fake.url), "max_failed_share": 0.0}, tmp_path / "cache"
+    with pytest.raises(TooManyFailedRequests) as err:
+        annotate(prepared, "svamp", tmp_path / "corpus", cfg, cache_dir)
+    message = str(err.value)
+    assert "\n" not in message and not (tmp_path / "corpus").exists()
+    assert message.startswith("annotate svamp: 1 request(s) failed for good, more than teacher.max_failed_share = 0 "
+                              f"allows (train: 1 of 3, limit 0); first: train/{bad_id}: HTTP 400: This model's")
+    assert "run the stage again" not in message.lower() and "raise teacher.max_failed_share" in message
+    assert len(cache_rows(cache_dir, "svamp")) == 6  # everything, the refusal included, is kept
+
+    # the stage itself (as DVC runs it): exit 1, one line, and the refused prompt is not asked again
+    fake.calls.clear()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["teacher"] = {**params["teacher"], **cfg}
+    proc = stage(params, tmp_path, prepared)
+    assert proc.returncode == 1 and fake.calls == [], proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if "error:" in x]
+    assert line.startswith("annotate: error: annotate svamp: 1 request(s) failed for good") and "limit 0" in line
+    assert "teacher.max_failed_share" in line and "HTTP 400" in line and not (tmp_path / "stage_corpus").exists()
+
+    # within the setting the stage writes the corpus and says how many failed and why, still asking nothing
+    params["teacher"]["max_failed_share"] = 0.5
+    proc = stage(params, tmp_path, prepared)
+    assert proc.returncode == 0 and fake.calls == [], proc.stderr
+    assert '"failed_requests": 1' in proc.stdout and '"HTTP 400": 1' in proc.stdout
+    assert "1 request(s) failed for good" in proc.stderr
+    summary = json.loads((tmp_path / "stage_summary.json").read_text())
+    assert summary["splits"]["train"]["failed_requests"] == 1
+    assert len(read_jsonl(tmp_path / "stage_corpus" / "train.jsonl")) == 3
+
+
+def test_retryable_misses_beside_a_refusal_still_say_run_again(fake, prepared, tmp_path):
+    _, bad_prompt = svamp_prompt(prepared, "train", 1)
+    _, busy_prompt = svamp_prompt(prepared, "test", 0)
+
+    def script(n, body, headers):
+        return (503, {}, "overloaded") if body["prompt"] == busy_prompt else refusing(bad_prompt)(n, body, headers)
+
+    fake.script = script
+    cfg = {**http_cfg(fake.url, retries=1), "max_failed_share": 0.0}
+    with pytest.raises(AnnotationIncomplete, match="1 of 6 requests did not complete") as err:
+        annotate(prepared, "svamp", tmp_path / "corpus", cfg, tmp_path / "cache")
+    lines = str(err.value).splitlines()
+    assert "Run the stage again to ask only for the missing ones." in lines[0]
+    assert lines[-1].startswith("also: 1 request(s) failed for good (recorded in the cache, not asked again), "
+                                "more than teacher.max_failed_share = 0 allows (train: 1 of 3, limit 0)")
+    # the server recovers: only the 503'd prompt is asked, and the refusal alone now stops the stage
+    fake.calls.clear()
+    fake.script = refusing(bad_prompt)
+    with pytest.raises(TooManyFailedRequests):
+        annotate(prepared, "svamp", tmp_path / "corpus", cfg, tmp_path / "cache")
+    assert [c["prompt"] for c in fake.calls] == [busy_prompt]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_auth_and_address_errors_still_stop_at_once_whatever_the_tolerance(fake, prepared, tmp_path, status):
+    fake.script = lambda n, body, headers: (status, {}, "no")
+    cfg = {**http_cfg(fake.url, concurrency=1), "max_failed_share": 1.0}
+    with pytest.raises(AnnotationIncomplete, match="6 of 6 requests did not complete") as err:
+        annotate(prepared, "svamp", tmp_path / "corpus", cfg, tmp_path / "cache")
+    assert len(fake.calls) == 1 and f"fatal: HTTP {status}" in str(err.value)
+    assert cache_rows(tmp_path / "cache", "svamp") == []  # nothing recorded: fixing the key or URL asks again
 
 
 def test_the_api_key_is_sent_but_never_written(fake, prepared, tmp_path, monkeypatch):

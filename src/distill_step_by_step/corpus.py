@@ -7,7 +7,11 @@ same shape, so everything downstream reads one format::
      "teacher_ok": bool, "teacher_error": str|None}
 
 Completions that do not follow the answer pattern stay in the corpus with ``teacher_ok = False`` and
-the reason; the summary counts them.
+the reason; the summary counts them. So do examples whose request a live teacher's server refused for
+good (:func:`failed_record`: ``completion`` is None, ``teacher_error`` the status and the server's
+reason): training leaves their teacher outputs out exactly as it does an unparsed completion's, and the
+summary counts them apart, as ``failed_requests`` with ``failed_request_reasons`` (only when there are any,
+so a summary without failures keeps its shape).
 """
 
 from __future__ import annotations
@@ -36,29 +40,43 @@ def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dic
     }
 
 
+def failed_record(example: dict[str, Any], error: str) -> dict[str, Any]:
+    """An example whose request failed for good (``error``: ``"HTTP 400: <the server's reason>"``): no
+    completion, and flagged like an unparsed one so that no teacher output of it is trained on."""
+    return {**example, "completion": None, "rationale": None, "teacher_label": None, "teacher_ok": False,
+            "teacher_error": error}
+
+
 def teacher_answer(record: dict[str, Any]) -> str | None:
     """The teacher's label of a corpus record, or None when its completion did not parse (scored wrong)."""
     return record["teacher_label"] if record["teacher_ok"] else None
 
 
 def summarise(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
-    """Rows, parse counts (with reasons), agreement of the teacher label with gold, rationale length."""
+    """Rows, parse counts (with reasons), agreement of the teacher label with gold, rationale length; and,
+    when there are any, the requests that failed for good (with reasons; they count wrong in agreement)."""
     parsed = [r for r in records if r["teacher_ok"]]
-    reasons = Counter(str(r["teacher_error"]).split(":")[0] for r in records if not r["teacher_ok"])
+    failed = Counter(_reason(r) for r in records if r.get("completion") is None)
+    reasons = Counter(_reason(r) for r in records if not r["teacher_ok"] and r.get("completion") is not None)
     words = [len(r["rationale"].split()) for r in parsed]
 
     def agreement(rows: list[dict[str, Any]]) -> float:  # the teacher's lenient accuracy on these rows
         return round(score(answer_type, [teacher_answer(r) for r in rows], [r["label"] for r in rows]).accuracy, 4)
 
-    return {
-        "rows": len(records),
-        "parsed": len(parsed),
-        "unparsed": len(records) - len(parsed),
-        "unparsed_reasons": dict(reasons.most_common()),
+    stats: dict[str, Any] = {"rows": len(records), "parsed": len(parsed), "unparsed": reasons.total(),
+                             "unparsed_reasons": dict(reasons.most_common())}
+    if failed:  # only then, so that the recorded teacher's summaries stay byte for byte as they were
+        stats |= {"failed_requests": failed.total(), "failed_request_reasons": dict(failed.most_common())}
+    return stats | {
         "agreement": agreement(records),
         "agreement_parsed": agreement(parsed),
         "mean_rationale_words": round(sum(words) / len(words), 2) if words else 0.0,
     }
+
+
+def _reason(record: dict[str, Any]) -> str:
+    """What a summary counts a failure under: its error up to the first colon (``no answer marker``, ``HTTP 400``)."""
+    return str(record["teacher_error"]).split(":")[0]
 
 
 def load_recorded(prepared_dir: str | Path, dataset: str, split: str) -> tuple[list[dict[str, Any]], list[str]]:

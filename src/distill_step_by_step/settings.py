@@ -64,6 +64,9 @@ class TeacherConfig:
 
     name: str = setting("palm", choices=TEACHERS)
     max_examples: int | None = setting(None, ge=1)
+    # the share of a split's requests a live teacher's server may refuse for good (an HTTP 400 for an
+    # over-long prompt...) with the corpus still written, those examples left out like unparsed ones
+    max_failed_share: float = setting(0.01, ge=0, le=1)
     http: Any = None  # HttpSettings once checked (check_teacher), or None
     local: Any = None  # LocalSettings once checked, or None
 

@@ -32,7 +32,11 @@ class Request:
 
 @dataclass
 class Reply:
-    """What became of one request: a completion (``error is None``) or a failure after all retries."""
+    """What became of one request: a completion (``error is None``) or a failure after all retries.
+
+    A failure is ``permanent`` when the server refused this request itself (an HTTP 400, 413, 422...): asking
+    again gets the same answer, so it is recorded and counted rather than asked for on every run.
+    """
 
     key: str
     text: str | None = None
@@ -41,6 +45,8 @@ class Reply:
     seconds: float = 0.0
     attempts: int = 1
     error: str | None = None
+    status: int | None = None  # the HTTP status of the last answer, when it was not a completion
+    permanent: bool = False
 
     @property
     def ok(self) -> bool:

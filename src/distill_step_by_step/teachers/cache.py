@@ -10,6 +10,11 @@ prompt file and every example of that dataset is redone; change the teacher's mo
 everything is; change concurrency, timeouts or the server address and nothing is. Entries of other
 teachers stay, so switching back reuses them.
 
+A request the server refused for good (a permanent failure: an HTTP 400 for an over-long prompt, a 413,
+a 422...) is recorded too, as a line with ``"completion": null``, its ``status`` and the server's reason
+(``error``, shortened), so that no rerun asks for it again (:func:`is_failure`). Delete such a line to
+have it asked again. Failures that waiting may cure (timeouts, 429, 5xx) are never recorded.
+
 The cache lives outside DVC's outputs (``.resume/annotate/<dataset>.jsonl``; ``.resume/`` is
 git- and dvc-ignored), because DVC deletes a stage's outputs before running it again. An exclusive
 lock keeps two runs from writing one cache.
@@ -33,8 +38,13 @@ def cache_key(identity: dict[str, Any], stop: list[str], split: str, example_id:
     return content_hash([identity, stop, split, example_id, prompt], length=64)
 
 
+def is_failure(row: dict[str, Any]) -> bool:
+    """Whether a cache line records a request that failed for good rather than a completion."""
+    return row.get("completion") is None
+
+
 class AnnotationCache:
-    """An append-only JSONL cache of completions, opened with an exclusive lock."""
+    """An append-only JSONL cache of completions (and permanent failures), opened with an exclusive lock."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -79,7 +89,7 @@ class AnnotationCache:
         return self.entries.get(key)
 
     def add(self, key: str, row: dict[str, Any]) -> None:
-        """Persist one completion (written, flushed and fsynced before returning)."""
+        """Persist one completion or permanent failure (written, flushed and fsynced before returning)."""
         if key in self.entries:
             return
         row = {"key": key, **row, "time": round(time.time(), 3)}

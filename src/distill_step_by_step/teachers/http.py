@@ -8,7 +8,9 @@ Requests run on ``concurrency`` threads. A request that meets a connection error
 409, 425, 429 or 5xx status (but 501/505), or a 200 whose body is not a completion, is retried up to
 ``retries`` times with exponential backoff (``backoff * 2**n`` seconds, at most ``backoff_max``, or the server's
 ``Retry-After`` when it says so); what still fails is reported as a failed :class:`Reply`. A 401, 403
-or 404 cannot get better by waiting: it stops the run at once.
+or 404 cannot get better by waiting: it stops the run at once. Any other 4xx (400 for an over-long prompt,
+413, 422...) is the server refusing that one request: it is not retried and comes back as a *permanent*
+failed :class:`Reply` (status and the server's reason, shortened), which the caller records for good.
 
 The API key is read from the environment variable *named* by ``api_key_env``; only that name is a
 setting, so the key itself never reaches ``params.yaml``, ``dvc.lock``, the cache or any log (error
@@ -31,6 +33,8 @@ from ..settings import HttpSettings
 from . import Reply, Request
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})  # and every 5xx but 501/505 (see _retryable)
+# 404 stays fatal: it means a wrong base_url or model far more often than one bad prompt, and recording
+# it per request would keep every example out of the corpus once the address is fixed.
 FATAL_STATUS = frozenset({401, 403, 404})
 
 
@@ -92,7 +96,9 @@ class HttpTeacher:
         return text
 
     def complete(self, request: Request, stop: list[str]) -> Reply:
-        """One request with retries; never raises (except :class:`FatalTeacherError` on 401/403/404)."""
+        """One request with retries; never raises (except :class:`FatalTeacherError` on 401/403/404).
+
+        Any other 4xx comes back at once as a permanent failure (see :func:`_permanent`)."""
         path, body = self._body(request.prompt, stop)
         start = time.monotonic()
         attempts = 0
@@ -113,9 +119,12 @@ class HttpTeacher:
                                      time.monotonic() - start, attempts)
                     error = f"malformed response: {parsed}"
                 else:
-                    error = f"HTTP {resp.status_code}: {_short(self.scrub(resp.text))}"
+                    error = f"HTTP {resp.status_code}: {_short(self.scrub(_reason(resp)))}"
                     if resp.status_code in FATAL_STATUS:
                         raise FatalTeacherError(self.scrub(f"{error} from {resp.request.url}"))
+                    if _permanent(resp.status_code):
+                        return Reply(request.key, seconds=time.monotonic() - start, attempts=attempts,
+                                     error=self.scrub(error), status=resp.status_code, permanent=True)
                     if not _retryable(resp.status_code):
                         break
                     wait_s = _retry_after(resp)
@@ -220,8 +229,29 @@ def _read_completion(resp: httpx.Response, endpoint: str, scrub) -> tuple[str, d
     return text, {k: v for k, v in usage.items() if isinstance(v, int)}
 
 
+def _reason(resp: httpx.Response) -> str:
+    """The server's reason for an error status: the message of an OpenAI-style JSON error body
+    (``{"error": {"message": ...}}``, vLLM's ``{"message": ...}``, FastAPI's ``{"detail": ...}``), else the body."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text
+    inner = data.get("error") if isinstance(data, dict) else None
+    for holder in (inner, data):
+        if isinstance(holder, dict):
+            for field in ("message", "detail"):
+                if isinstance(holder.get(field), str) and holder[field].strip():
+                    return holder[field]
+    return inner if isinstance(inner, str) and inner.strip() else resp.text
+
+
 def _retryable(status: int) -> bool:
     return status in RETRY_STATUS or (500 <= status < 600 and status not in (501, 505))
+
+
+def _permanent(status: int) -> bool:
+    """A 4xx that refuses this request itself: neither fatal for the whole run nor worth retrying."""
+    return 400 <= status < 500 and status not in FATAL_STATUS and not _retryable(status)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
