@@ -81,6 +81,7 @@ class Method:
 
     name: ClassVar[str]
     title: ClassVar[str]  # how reports name it
+    tag: ClassVar[str | None] = None  # how DVC metrics name it (short: `dvc exp show` columns); None: its name
     style: ClassVar[tuple[str, str]] = ("gray", "x")  # plot colour and marker
     settings: ClassVar[tuple[str, ...]] = ()  # what params.yaml may set under methods.<name>
     fixed: ClassVar[Mapping[str, Any]] = {}  # the settings it fixes (finetune trains on gold labels)
@@ -130,16 +131,19 @@ class Method:
 
 
 class FineTune(Method):
+    tag = "ft"
     name, title, style, fixed, compared_as = ("finetune", "standard fine-tuning", ("tab:blue", "o"),
                                               {"labels": "gold"}, "fine-tuning")
 
 
 class Distill(Method):
+    tag = "kd"
     name, title, style, fixed, compared_as = ("distill", "standard distillation", ("tab:orange", "s"),
                                               {"labels": "teacher"}, "distillation")
 
 
 class StepByStep(Method):
+    tag = "sbs"
     name, title, style, settings = "step_by_step", "distilling step-by-step", ("tab:green", "^"), ("alpha", "labels")
 
     def predict_source(self, record: dict[str, Any], separator: str | None) -> str:
@@ -170,6 +174,7 @@ class StepByStep(Method):
 
 
 class SingleTask(Method):
+    tag = "st"
     name, title, style, settings = "single_task", "single-task (rationale+label)", ("tab:purple", "D"), ("labels",)
     rationale_in_label = True
 

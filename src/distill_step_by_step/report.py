@@ -207,7 +207,27 @@ def results_table(res: GridResults, points: pd.DataFrame) -> pd.DataFrame:
                        on="dataset", how="left")
 
 
-# ----- DVC's view: a few numbers per point -----
+# ----- DVC's view: a few numbers per point, and the plots' data -----
+
+def plot_by_fraction_table(points: pd.DataFrame, res: GridResults, grid: GridConfig) -> pd.DataFrame:
+    """``accuracy_by_fraction.csv``, DVC's plot of accuracy against the data fraction: one row per (dataset,
+    series, fraction) in percent, a series being a method and a student (``sbs minilm-l6-d1``), with the
+    point's 95% interval; the teacher is a series of its own, flat across the fractions."""
+    rows = [{"dataset": p.dataset, "series": f"{_tag(p.method)} {p.student}", "fraction": 100 * float(p.fraction),
+             "accuracy": 100 * float(p.accuracy), "low": 100 * float(p.low), "high": 100 * float(p.high)}
+            for p in points.itertuples()]
+    rows += [{"dataset": t.dataset, "series": TEACHER, "fraction": 100 * float(f), "accuracy": 100 * float(t.accuracy),
+              "low": None, "high": None} for t in res.teacher.itertuples() for f in grid.fractions]
+    return pd.DataFrame(rows, columns=["dataset", "series", "fraction", "accuracy", "low", "high"])
+
+
+def plot_curves_table(curves: list[Curve]) -> pd.DataFrame:
+    """``valid_curves.csv``, DVC's plot of the validation curves: one row per (dataset, series, step), the
+    validation accuracy in percent (mean over seeds), a series being a method, a student and a fraction."""
+    rows = [{"dataset": c.dataset, "series": f"{_tag(c.method)} {c.student} {pct(c.fraction)}", "step": step,
+             "valid_accuracy": 100 * acc} for c in curves for step, acc in zip(c.steps, c.accuracies)]
+    return pd.DataFrame(rows, columns=["dataset", "series", "step", "valid_accuracy"])
+
 
 def fraction_key(fraction: float) -> str:
     """A fraction as a metric key without a dot (DVC joins nested keys with dots): 0.125 -> 'f12_5'."""
@@ -216,20 +236,27 @@ def fraction_key(fraction: float) -> str:
 
 def summary_metrics(points: pd.DataFrame, comps: pd.DataFrame, res: GridResults) -> dict[str, Any]:
     """``summary.json``, the pipeline's DVC metrics: numbers a researcher compares across experiments, nested
-    as dataset -> what -> student -> fraction (``demo.esnli.step_by_step.minilm-l6-d1.f100``). Test accuracy in percent (mean over seeds) per method and the
-    teacher's, and the paired differences step-by-step minus each rival and each method minus the teacher,
-    in points. Strings and counts stay in the report's files."""
+    as dataset -> what -> student -> fraction, with the methods' short tags so that ``dvc exp show`` columns
+    stay narrow (``demo.esnli.sbs-ft.minilm-l6-d1.f100``). Test accuracy in percent (mean over seeds) per
+    method (``ft``, ``kd``, ``sbs``) and the teacher's, and the paired differences step-by-step minus each
+    rival and each method minus the teacher (``sbs-ft``, ``ft-teacher``), in points. Strings and counts stay
+    in the report's files."""
     out: dict[str, Any] = {}
     for t in res.teacher.itertuples():
-        out.setdefault(t.dataset, {})["teacher"] = round(100 * float(t.accuracy), 2)
+        out.setdefault(t.dataset, {})[TEACHER] = round(100 * float(t.accuracy), 2)
     for p in points.itertuples():
-        out.setdefault(p.dataset, {}).setdefault(p.method, {}).setdefault(p.student, {})[fraction_key(p.fraction)] = \
-            round(100 * float(p.accuracy), 2)
+        out.setdefault(p.dataset, {}).setdefault(_tag(p.method), {}).setdefault(p.student, {})[
+            fraction_key(p.fraction)] = round(100 * float(p.accuracy), 2)
     for c in comps[comps.against_fraction.isna() | (comps.against_fraction == comps.fraction)].itertuples():
-        name = f"{c.method}_minus_{c.against}"
+        name = f"{_tag(c.method)}-{_tag(c.against)}"
         out.setdefault(c.dataset, {}).setdefault(name, {}).setdefault(c.student, {})[fraction_key(c.fraction)] = \
             round(100 * float(c.difference), 2)
     return out
+
+
+def _tag(method: str) -> str:
+    """A method's short name in the metrics (the teacher is ``teacher``)."""
+    return method if method == TEACHER else (get_method(method).tag or method)
 
 
 # ----- the claims -----
@@ -610,7 +637,8 @@ def _csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def build_report(settings: Settings, results_root: str | Path, reports_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write results.csv, comparisons.csv, results.md and the plots under ``out_dir``; returns a small summary."""
+    """Write results.csv, comparisons.csv, results.md, summary.json (DVC's metrics), the plots and their data
+    (DVC's plots) under ``out_dir``; returns a small summary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -627,6 +655,8 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
         if "note" in (info := read_json(reports_root / "corpus" / f"{dataset}.json")):
             context["notes"][dataset] = info["note"]
     curves = collect_curves(results_root, grid)
+    _csv(plot_by_fraction_table(points, res, grid), out_dir / "accuracy_by_fraction.csv")
+    _csv(plot_curves_table(curves), out_dir / "valid_curves.csv")
     with atomic_open(out_dir / "results.md") as fh:
         fh.write(markdown(res, points, comps, grid, context, curves))
     # under the pipeline's name (results/<name>: demo, or the grid's), so that DVC's column names (which
