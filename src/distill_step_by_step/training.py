@@ -33,7 +33,7 @@ from .datasets import get_spec
 from .jsonio import atomic_dir
 from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
 from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
-from .resume import Resume, TrainState
+from .resume import Resume, Trainables, TrainState
 from .scoring import Score, score
 from .settings import MethodConfig, RunConfig, Settings, StudentConfig, TrainConfig
 from .students import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
@@ -269,10 +269,8 @@ class Loop:
     """What the step loop works with, built once per cell by :func:`train_student`."""
 
     accelerator: Accelerator
-    model: torch.nn.Module  # prepared (DDP-wrapped under a multi-process launch)
+    parts: Trainables  # the prepared model, optimizer and LR schedule
     student: Student
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
     enc: EncodedCell
     method: MethodConfig
     answer_type: str
@@ -287,11 +285,12 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     """Step, log, validate (keeping the best) and save resumable states until the cell is done."""
     cfg, run, method, enc = loop.cfg, loop.run, loop.method, loop.enc
     last_save, t_seg = time.monotonic(), time.perf_counter()
-    loop.model.train()
+    parts = loop.parts
+    parts.model.train()
     while not state.done(cfg):
         micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum, state.step)
                          for _ in range(cfg.grad_accum)]
-        loss = train_step(loop.accelerator, loop.model, loop.student, micro_batches, loop.optimizer, loop.scheduler, cfg)
+        loss = train_step(loop.accelerator, parts.model, loop.student, micro_batches, parts.optimizer, parts.scheduler, cfg)
         state.step += 1
         loop.log.bar.update(1)
         if loop.hooks.on_step:
@@ -299,23 +298,23 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
         evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
         if state.step % run.log_every == 0 or state.step == 1 or evaluating:
             loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
-            loop.log.train(state.step, loss_value, loop.scheduler.get_last_lr()[0])
+            loop.log.train(state.step, loss_value, parts.scheduler.get_last_lr()[0])
         if evaluating:
             validate_and_keep_best(loop, state)
         if not state.done(cfg) and loop.resume.due(loop.accelerator, run, state.step, evaluating,
                                                    time.monotonic() - last_save):
             now = time.perf_counter()
             state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
-            loop.resume.save(loop.accelerator, state)
+            loop.resume.save(loop.accelerator, parts, state)
     state.train_seconds += time.perf_counter() - t_seg
 
 
 def validate_and_keep_best(loop: Loop, state: TrainState) -> None:
     """Validate now; keep these weights if they are the best so far."""
-    result, seconds = validate(loop.accelerator, loop.model, loop.student, loop.enc, loop.method, loop.answer_type,
+    result, seconds = validate(loop.accelerator, loop.parts.model, loop.student, loop.enc, loop.method, loop.answer_type,
                                loop.cfg, loop.run.valid_batch_size)
     if record_eval(state, result, loop.cfg) and loop.accelerator.is_main_process:
-        loop.resume.save_best(loop.accelerator.unwrap_model(loop.model), state.step, result.accuracy)
+        loop.resume.save_best(loop.accelerator.unwrap_model(loop.parts.model), state.step, result.accuracy)
     loop.log.valid(state.step, result.accuracy, state)
     if loop.hooks.on_eval:
         loop.hooks.on_eval(EvalEvent(state.step, result.accuracy, seconds))
@@ -357,20 +356,19 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     # the optimizer and its schedule
     optimizer = make_optimizer(student.model, cfg, student.new_parameters)
     scheduler = lr_schedule(optimizer, cfg)
-    model, optimizer = accelerator.prepare(student.model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    # not registered with accelerate, whose checkpoints pickle it: the resumable state keeps the schedule as JSON
+    parts = Trainables(*accelerator.prepare(student.model, optimizer), scheduler)
     # where an interrupted run left off
     resume = Resume.for_cell(state_dir, student_cfg, method, cfg, seed, world, enc.identity)
-    state, resumed = resume.start(accelerator)
+    state, resumed = resume.start(accelerator, parts)
     start_step = state.step
     # the steps
     log = CurveLog(resume, resumed, main, cfg, state, info.get("cell", "train"))
-    loop = Loop(accelerator, model, student, optimizer, scheduler, enc, method, data.answer_type, cfg, run, resume, log,
-                hooks or TrainHooks())
+    loop = Loop(accelerator, parts, student, enc, method, data.answer_type, cfg, run, resume, log, hooks or TrainHooks())
     run_steps(loop, state, BatchOrder(enc.costs, cfg.batch_size * world, world, rank, seed, state))
     log.close()
     if keep_state and not (resumed and state.step == start_step):
-        resume.save(accelerator, state)
+        resume.save(accelerator, parts, state)
     accelerator.wait_for_everyone()
     # the best checkpoint
     result = TrainResult(_record(info, student_cfg, method, cfg, seed, enc, student, state, accelerator),
