@@ -190,6 +190,22 @@ def test_the_readme_queue_example_runs_as_written_on_a_fresh_clone(tmp_path):
     status = run(["dvc", "queue", "status"], repo).stdout
     assert status.count("Success") == 2 and "Failed" not in status, status
 
+    # DVC's views of the two experiments, as the README shows them (a wide terminal: nothing is squeezed)
+    views = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("views")], cwd=repo,
+                           env=worker_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}", COLUMNS="400"),
+                           capture_output=True, text=True, timeout=600)
+    assert views.returncode == 0, views.stdout[-3000:] + views.stderr[-3000:]
+    table = views.stdout[:views.stdout.index("Path")]  # `dvc exp show`, before the diffs
+    assert max(len(line) for line in table.splitlines()) <= 160, table
+    header = next(line for line in table.splitlines() if "Experiment" in line).split()
+    assert header == ["Experiment", "demo.esnli.ft.minilm-l6-d1.f50", "demo.esnli.sbs.minilm-l6-d1.f50",
+                      "demo.esnli.sbs-ft.minilm-l6-d1.f50", "params.yaml:train.lr"], table
+    assert "[lr-1e-4]" in table and "[lr-3e-4]" in table
+    params = re.search(r"params\.yaml\s+train\.lr\s+(\S+)\s+(\S+)", views.stdout)
+    assert params and (float(params[1]), float(params[2])) == (1e-4, 3e-4), views.stdout
+    assert re.search(r"reports/summary\.json\s+demo\.esnli\.sbs-ft\.minilm-l6-d1\.f50\s+-?\d", views.stdout), views.stdout
+    assert (repo / "dvc_plots" / "index.html").is_file() and run(["git", "status", "--porcelain"], repo).stdout == ""
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
