@@ -33,4 +33,7 @@ def test_a_fresh_clone_shows_each_pipelines_summary_metrics_and_plots_without_a_
     assert by_fraction["spec"]["encoding"]["strokeDash"]["field"] == "rev"  # `dvc plots diff`: dashed by revision
     curves = shown["reports/valid_curves.csv"][0]["content"]["data"]["values"]
     assert {r["series"] for r in curves} >= {"sbs minilm-l6-d1 100%", "ft minilm-l6 50%"}
+    exps = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
+    assert "WARNING" not in exps.stderr and "ERROR" not in exps.stderr, exps.stderr
+    assert "demo.esnli.sbs-ft.minilm-l6-d1.f100" in exps.stdout.splitlines()[0]  # the committed demo's metrics
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
