@@ -42,7 +42,7 @@ def test_smoke_profile_reproduces_caches_and_reruns_only_what_changed(project):
     assert record["steps"] == 40 and "train_seconds" not in record and "history" not in record
 
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
-    assert {"reports/results.csv", "reports/plots/anli1_by_fraction.png"} <= set(plots["data"])
+    assert {"reports/accuracy_by_fraction.csv", "reports/valid_curves.csv", "reports/plots/anli1_by_fraction.png"} <= set(plots["data"])
 
     start = time.perf_counter()
     again = run(["dvc", "repro"], project).stdout
