@@ -162,13 +162,15 @@ def changed_settings(entry: dict[str, Any], params: dict[str, Any]) -> list[str]
 
 
 def _differences(key: str, then: Any, now: Any) -> list[str]:
+    """``key: then -> now`` for each leaf that differs (a setting absent on one side reads ``(none)``)."""
     if isinstance(then, dict) and isinstance(now, dict):
-        return [d for k in sorted(set(then) | set(now), key=str)
-                for d in _differences(f"{key}.{k}", then.get(k), now.get(k)) if then.get(k) != now.get(k)]
-    def shown(value: Any) -> str:
-        return "(none)" if value is KeyError else repr(value)
+        return [d for k in sorted(set(then) | set(now), key=str) if then.get(k) != now.get(k)
+                for d in _differences(f"{key}.{k}", then.get(k), now.get(k))]
+    return [f"{key}: {_shown(then)} -> {_shown(now)}"]
 
-    return [f"{key}: {shown(then)} -> {shown(now)}"]
+
+def _shown(value: Any) -> str:
+    return "(none)" if value is KeyError else repr(value)
 
 
 def code_matches(entry: dict[str, Any], root: Path) -> bool:
