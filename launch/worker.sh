@@ -17,10 +17,21 @@ work=${DSS_WORKDIR:-$repo/.workers}/$profile-${share%%/*}
 if [ ! -d "$work/.git" ]; then
   git clone -q "$repo" "$work"
 fi
-git -C "$work" fetch -q "$repo" HEAD && git -C "$work" checkout -q --detach FETCH_HEAD
+git -C "$work" fetch -q "$repo" HEAD
+carried=$work/.dvc/tmp/carried_cell_times.json force=()
+if [ "$(git -C "$work" rev-parse HEAD)" != "$(git -C "$work" rev-parse FETCH_HEAD)" ] \
+    && ! git -C "$work" diff --quiet HEAD; then
+  # an earlier run at older code changed files here: the cells it finished stay in this clone's run-cache (the
+  # worker records and pushes them again: grid.adopt) and its measured cell times are carried over
+  times=$work/grids/$profile/cell_times.json
+  if [ -f "$times" ]; then mkdir -p "$(dirname "$carried")" && cp "$times" "$carried"; fi
+  force=(-f)
+fi
+git -C "$work" checkout -q "${force[@]}" --detach FETCH_HEAD
+carry=(); [ ! -f "$carried" ] || carry=(--carry-times "$carried")
 # ../shared beside the clones (workers started at once may race to make it: -n, and a loser checks it is there)
 [ -e "$work/../shared" ] || [ ! -e "$repo/../shared" ] || ln -sn "$repo/../shared" "$work/../shared" 2>/dev/null \
   || [ -e "$work/../shared" ]
 cd "$work"
 export PATH="$venv/bin:$PATH" PYTHONPATH="$work/src" TOKENIZERS_PARALLELISM=false
-exec python -m distill_step_by_step.grid work "$profile" --remote "$remote" --worker "$share" "$@"
+exec python -m distill_step_by_step.grid work "$profile" --remote "$remote" --worker "$share" "${carry[@]}" "$@"

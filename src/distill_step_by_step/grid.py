@@ -258,6 +258,17 @@ def gather_worker_times(grid: Grid) -> None:
         record_times(grid, {k: v["seconds"] for k, v in json.loads(path.read_text()).items()})
 
 
+def carry_times(grid: Grid, path: Path) -> None:
+    """Merge the cell times an earlier run of this clone measured, kept by ``launch/worker.sh`` in ``path``
+    while it moved the clone to newer code, into this grid's ``cell_times.json``; then remove ``path``."""
+    try:
+        data = json.loads(path.read_text())
+        record_times(grid, {name: float(v["seconds"]) for name, v in data.items()})
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StageError(f"{path}: not a file of cell times ({exc.__class__.__name__}: {exc})") from None
+    path.unlink()
+
+
 def trained_since(grid: Grid, cell: Cell, since: float) -> bool:
     """Whether the cell's run log has a finished training run since ``since`` (wall clock): the cell was
     trained here, not restored from the run-cache."""
@@ -551,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                             "unmounted folder would silently split the cells)")
     w.add_argument("--worker", type=_worker, default=(1, 1), help="I/N: this worker's share of N (default 1/1)")
     w.add_argument("--budget", type=_budget, help="start no cell that cannot finish within this (e.g. 9m, 2h)")
+    w.add_argument("--carry-times", type=Path, metavar="FILE",
+                   help="cell times an earlier run of this clone measured, to merge first (launch/worker.sh)")
     for p in (w, s):
         p.add_argument("--guess-minutes", type=float, default=GUESS_MINUTES,
                        help="estimate for a cell of a kind not measured yet (default %(default)s)")
@@ -562,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {grid.folder}/: params.yaml, dvc.yaml (a copy of {PIPELINE})")
         elif args.action == "work":
             remote = resolve_remote(args.remote, args.create_remote) if args.remote else None
+            if args.carry_times:
+                carry_times(grid, args.carry_times)
             result = work(grid, remote, *args.worker, args.budget, args.guess_minutes)
             return 1 if result["failed"] or result["unpushed"] else 0
         elif args.action == "assemble":
