@@ -19,12 +19,14 @@ if [ ! -d "$work/.git" ]; then
 fi
 git -C "$work" fetch -q "$repo" HEAD
 carried=$work/.dvc/tmp/carried_cell_times.json force=()
-if [ "$(git -C "$work" rev-parse HEAD)" != "$(git -C "$work" rev-parse FETCH_HEAD)" ] \
-    && ! git -C "$work" diff --quiet HEAD; then
-  # an earlier run at older code changed files here: the cells it finished stay in this clone's run-cache (the
-  # worker records and pushes them again: grid.adopt) and its measured cell times are carried over
-  times=$work/grids/$profile/cell_times.json
-  if [ -f "$times" ]; then mkdir -p "$(dirname "$carried")" && cp "$times" "$carried"; fi
+if [ "$(git -C "$work" rev-parse HEAD)" != "$(git -C "$work" rev-parse FETCH_HEAD)" ]; then
+  # to newer code, over the files an earlier run changed here: the cells it finished stay in this clone's
+  # run-cache (the worker records and pushes them again: grid.adopt) and its measured cell times are carried over
+  times=grids/$profile/cell_times.json
+  if [ -f "$work/$times" ]; then
+    mkdir -p "$(dirname "$carried")" && cp "$work/$times" "$carried"
+    git -C "$work" show "HEAD:$times" >"${carried%.json}.base.json" 2>/dev/null || rm -f "${carried%.json}.base.json"
+  fi
   force=(-f)
 fi
 git -C "$work" checkout -q "${force[@]}" --detach FETCH_HEAD

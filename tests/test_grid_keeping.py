@@ -177,6 +177,49 @@ def test_a_killed_worker_process_whose_cell_finished_after_it_pushes_that_cell_o
 
 
 @pytest.mark.slow
+def test_a_worker_clone_left_with_unpushed_cells_moves_to_new_code_and_keeps_its_cells_and_times(tmp_path):
+    """launch/worker.sh on a clone whose earlier run, at older code, changed its lock and times and could not
+    push: the clone moves to the new commit, trains nothing again, pushes those cells and keeps their times."""
+    repo = _tiny_project(tmp_path)
+    times_path = repo / "grids" / "tiny" / "cell_times.json"
+    times_path.write_text(json.dumps({"anli1/finetune/tiny-t5/f1.0-s1": {"seconds": 99.0}}))  # an older measure
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "times"], repo)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / MARK).write_text("")
+    (remote / "files").write_text("not a folder: every push fails\n")
+    worker = [str(repo / "launch" / "worker.sh"), "tiny", str(remote), "1/2"]
+    first = subprocess.run(worker, cwd=tmp_path, capture_output=True, text=True, env=worker_env(DSS_PUSH_BACKOFF="0"),
+                           timeout=900)
+    clone = repo / ".workers" / "tiny-1"
+    assert first.returncode == 1 and "2 not pushed" in first.stdout, first.stdout[-3000:] + first.stderr[-3000:]
+    times = json.loads((clone / "grids" / "tiny" / "cell_times.json").read_text())
+    assert len(times) == 3 and run([*GIT, "status", "--porcelain"], clone).stdout  # files changed in the clone
+
+    with (repo / "src" / "distill_step_by_step" / "training.py").open("a") as fh:
+        fh.write("# a comment changes no number\n")
+    other_worker = {"anli1/finetune/tiny-t5/f1.0-s1": {"seconds": 12.5}}  # newer, assembled from another worker
+    times_path.write_text(json.dumps(other_worker))
+    run([*GIT, "add", "-A"], repo)
+    run([*GIT, "commit", "-qm", "newer code, another worker's times"], repo)
+    (remote / "files").unlink()  # the remote takes pushes again
+    second = subprocess.run(worker, cwd=tmp_path, capture_output=True, text=True, env=worker_env(), timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout
+    assert run(["git", "rev-parse", "HEAD"], clone).stdout == head  # on the new code
+    assert "recorded 2 finished cells from the run-cache" in second.stdout and "0 not pushed" in second.stdout
+    assert sorted(finished_events(clone).values()) == [1, 1]  # trained once
+    kept = json.loads((clone / "grids" / "tiny" / "cell_times.json").read_text())
+    assert kept == {**times, **other_worker} and not (clone / ".dvc" / "tmp" / "carried_cell_times.json").exists()
+    other = copy_project(tmp_path / "other")
+    (other / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    run([*GRID, "init", "tiny"], other)
+    assembled = _grid(other, "assemble", "tiny", "--remote", str(remote))
+    assert "grid tiny: 2 of 4 cells finished" in assembled.stdout and finished_events(other) == {}
+
+
+@pytest.mark.slow
 def test_a_remote_moved_away_mid_run_stops_the_worker_and_is_not_recreated(tmp_path):
     repo = _tiny_project(tmp_path)
     remote, moved = tmp_path / "remote", tmp_path / "moved"

@@ -259,14 +259,21 @@ def gather_worker_times(grid: Grid) -> None:
 
 
 def carry_times(grid: Grid, path: Path) -> None:
-    """Merge the cell times an earlier run of this clone measured, kept by ``launch/worker.sh`` in ``path``
-    while it moved the clone to newer code, into this grid's ``cell_times.json``; then remove ``path``."""
-    try:
-        data = json.loads(path.read_text())
-        record_times(grid, {name: float(v["seconds"]) for name, v in data.items()})
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise StageError(f"{path}: not a file of cell times ({exc.__class__.__name__}: {exc})") from None
+    """Merge the cell times an earlier run of this clone measured into this grid's ``cell_times.json``, then
+    remove them: ``launch/worker.sh`` keeps that run's file in ``path`` while it moves the clone to newer code,
+    and the file as that code had it in ``<path>.base.json``; only the entries the run added or changed count."""
+    base_path = path.with_suffix(".base.json")
+    seconds: dict[Path, dict[str, float]] = {}
+    for p in (path, base_path):
+        try:
+            if p.is_file():
+                seconds[p] = {name: float(v["seconds"]) for name, v in json.loads(p.read_text()).items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StageError(f"{p}: not a file of cell times ({exc.__class__.__name__}: {exc})") from None
+    base = seconds.get(base_path, {})
+    record_times(grid, {name: s for name, s in seconds.get(path, {}).items() if base.get(name) != s})
     path.unlink()
+    base_path.unlink(missing_ok=True)
 
 
 def trained_since(grid: Grid, cell: Cell, since: float) -> bool:
