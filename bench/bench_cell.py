@@ -29,9 +29,9 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 
 def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:
-    from distill_step_by_step import training
-    from distill_step_by_step.inference import score_student
     from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+    from distill_step_by_step.train import training
+    from distill_step_by_step.train.inference import score_student
 
     evals: list[float] = []
     cfg = TrainConfig(lr=5e-5, warmup_steps=0, weight_decay=0.0, batch_size=a.batch_size, grad_accum=1,
@@ -62,7 +62,7 @@ def run_reference(student_name: str, data: benchlib.BenchData, a, work: Path) ->
     import reference
     from transformers import set_seed
 
-    from distill_step_by_step.students import build_student
+    from distill_step_by_step.students.student import build_student
 
     out = work / "reference"
     shutil.rmtree(out, ignore_errors=True)
@@ -96,7 +96,7 @@ def warm_up(student_name: str) -> None:
     """Load the weights once and run one forward and one short generation (kernel set-up, file cache)."""
     import torch
 
-    from distill_step_by_step.students import build_student
+    from distill_step_by_step.students.student import build_student
 
     s = build_student(benchlib.STUDENTS[student_name]).model.to(benchlib.device())
     ids = torch.ones((2, 8), dtype=torch.long, device=benchlib.device())

@@ -31,7 +31,7 @@ STUDENTS = {
 def step_seconds(student: dict, method: str, vocab: str, data: benchlib.BenchData, steps: int, warmup: int) -> float:
     """Median seconds per optimizer step after the warm-up steps."""
     from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
-    from distill_step_by_step.training import CellData, TrainHooks, train_student
+    from distill_step_by_step.train.training import CellData, TrainHooks, train_student
 
     stamps: list[float] = []
     cfg = TrainConfig(lr=1e-4, warmup_steps=5, weight_decay=0.01, batch_size=16, max_steps=steps, eval_every=steps,

@@ -96,8 +96,8 @@ def run_config(a):
 
 def step_time(method: str, data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
     """Seconds per optimizer step over ``a.steps`` steps after ``a.warmup``, and the GPU's busy share then."""
-    from distill_step_by_step import training
     from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.train import training
 
     ends: list[float] = []
     sampler = BusySampler()
@@ -127,10 +127,10 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
     """Label-only test decoding (ours) vs rationale + label (``a.max_target`` new tokens), examples/s."""
     import torch
 
-    from distill_step_by_step.inference import predict
-    from distill_step_by_step.modeling import generate
     from distill_step_by_step.settings import MethodConfig
-    from distill_step_by_step.students import build_student
+    from distill_step_by_step.students.modeling import generate
+    from distill_step_by_step.students.student import build_student
+    from distill_step_by_step.train.inference import predict
 
     student = build_student(students()[STUDENT])
     if torch.cuda.is_available():
@@ -166,13 +166,13 @@ def _forced(student, data: benchlib.BenchData, a, generate) -> list[str]:
 CELL_WORKER = """
 import json, sys, time
 sys.path.insert(0, {src!r})
-from distill_step_by_step.gpu import claim_gpu
+from distill_step_by_step.ops.gpu import claim_gpu
 claim_gpu(poll_seconds=0.2)
 import torch
-from distill_step_by_step import training
-from distill_step_by_step.inference import score_student
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+from distill_step_by_step.train import training
+from distill_step_by_step.train.inference import score_student
 args = json.loads(sys.argv[1])
 train, test = read_jsonl(args["train"]), read_jsonl(args["test"])
 run = RunConfig(**args["run"])

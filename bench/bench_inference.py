@@ -27,9 +27,9 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 def label_bound(student, records: list[dict], max_target: int) -> int:
     """``max_label_tokens`` as ``train_student`` computes it: the longest training label, EOS included."""
-    from distill_step_by_step.methods import training_examples
+    from distill_step_by_step.methods.registry import training_examples
     from distill_step_by_step.settings import MethodConfig
-    from distill_step_by_step.modeling import encode_rows
+    from distill_step_by_step.students.modeling import encode_rows
 
     ex, _ = training_examples(records, MethodConfig.from_params("step_by_step", {}), student.pair_separator)
     rows = encode_rows(student, [e.label_source for e in ex], [e.label_target for e in ex], 512, max_target)
@@ -38,8 +38,8 @@ def label_bound(student, records: list[dict], max_target: int) -> int:
 
 def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
     """Our real test-time path (``inference.predict``), every batch decoded to the bound."""
-    from distill_step_by_step.inference import predict
     from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.train.inference import predict
 
     gen = student.model.generation_config
     gen.min_new_tokens = bound  # no early stop
@@ -66,7 +66,7 @@ def decode(student, sources: list[str], lengths: list[int], method, a) -> dict:
     each batch decoding exactly the longest of its ``lengths``; then the labels are read out."""
     import torch
 
-    from distill_step_by_step.methods import label_from_output
+    from distill_step_by_step.methods.registry import label_from_output
 
     tok, dev, model = student.tokenizer, benchlib.device(), student.model
     benchlib.sync()
@@ -98,8 +98,8 @@ def decode(student, sources: list[str], lengths: list[int], method, a) -> dict:
 
 
 def bench_dataset(dataset: str, student, a) -> dict:
-    from distill_step_by_step.datasets import student_text
-    from distill_step_by_step.methods import predict_source, single_task_target
+    from distill_step_by_step.data.datasets import student_text
+    from distill_step_by_step.methods.registry import predict_source, single_task_target
     from distill_step_by_step.settings import MethodConfig
 
     data = benchlib.load_data(dataset, 2000, 0, a.n_test)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> Report:
     benchlib.quiet_hf()
     from transformers import set_seed
 
-    from distill_step_by_step.students import build_student
+    from distill_step_by_step.students.student import build_student
 
     benchlib.header("Benchmark 3: test-time inference, label-only vs rationale + label (single-task)")
     set_seed(0)

@@ -7,7 +7,7 @@ time comes from ``--grid-wall-seconds`` or from ``bench/results/default_grid.jso
 (``{"wall_seconds": ..., "machine": ..., "date": ...}``, written by whoever ran the grid, e.g. with
 ``python bench/bench_pipeline.py --record-grid -- dvc repro``); the script also sums the training and
 decoding seconds that the cells' runs logged in ``logs/models/**/runs.jsonl`` (the run log,
-:mod:`distill_step_by_step.runlog`: each cell's last ``trained`` and ``finished`` events).
+:mod:`distill_step_by_step.train.runlog`: each cell's last ``trained`` and ``finished`` events).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import benchlib
 from benchlib import Report
 
-from distill_step_by_step import runlog
+from distill_step_by_step.train import runlog
 
 GOAL_SECONDS = 3.0
 

@@ -79,8 +79,8 @@ def t5_flops_per_step(batches: list[list[tuple[int, int]]], cfg) -> float:
 
 
 def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precision: str) -> dict:
-    from distill_step_by_step import training
     from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+    from distill_step_by_step.train import training
 
     ends: list[float] = []
     counter = TokenCounter()
@@ -107,7 +107,7 @@ def run_reference(student_cfg: dict, data: benchlib.BenchData, a, work: Path, bf
     import reference
     from transformers import set_seed
 
-    from distill_step_by_step.students import build_student
+    from distill_step_by_step.students.student import build_student
 
     counter = TokenCounter()
 
@@ -188,7 +188,7 @@ def measure_mfu(a, work: Path, cuda: bool) -> dict:
     """Our training step on a T5-base-size model (random weights), bf16 on a GPU: model FLOP/s and MFU."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from distill_step_by_step.students import resolve_ref
+    from distill_step_by_step.students.student import resolve_ref
 
     conf = dict(benchlib.STUDENTS[a.mfu_student]["config"])
     mt = conf.pop("model_type")

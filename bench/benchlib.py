@@ -114,8 +114,8 @@ def source_archive() -> Path:
 
 def corpus_dir(dataset: str, source: str | Path | None = None) -> Path:
     """The recorded-PaLM corpus of ``dataset``, prepared once under ``bench/.cache`` (a few seconds)."""
-    from distill_step_by_step.annotate import annotate_recorded
-    from distill_step_by_step.prepare import prepare
+    from distill_step_by_step.data.prepare import prepare
+    from distill_step_by_step.teachers.annotate import annotate_recorded
 
     out = CACHE / "corpus" / dataset
     if (out / "train.jsonl").is_file() and (out / "test.jsonl").is_file():
@@ -141,8 +141,8 @@ class BenchData:
 def load_data(dataset: str, n_train: int, n_valid: int, n_test: int) -> BenchData:
     """Deterministic subsets of the real corpus. Training rows all have a teacher rationale, so both
     implementations train both tasks on every example (equal work)."""
-    from distill_step_by_step.corpus import read_corpus
-    from distill_step_by_step.datasets import get_spec
+    from distill_step_by_step.data.corpus import read_corpus
+    from distill_step_by_step.data.datasets import get_spec
 
     cdir = corpus_dir(dataset)
     pool = read_corpus(cdir, "train")

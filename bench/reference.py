@@ -41,7 +41,7 @@ try:  # the authors' collator builds a DataFrame per batch; pandas is optional h
 except ImportError:  # pragma: no cover - depends on the environment
     pd = None
 
-from distill_step_by_step.methods import explain_source, predict_source
+from distill_step_by_step.methods.registry import explain_source, predict_source
 from distill_step_by_step.settings import MethodConfig
 
 HAS_PANDAS = pd is not None

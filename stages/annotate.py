@@ -8,10 +8,10 @@ server) or ``local`` (a ``transformers`` model here). Live teachers persist ever
 import argparse
 import json
 
-from distill_step_by_step.annotate import DEFAULT_CACHE_DIR, annotate
 from distill_step_by_step.errors import run_stage
 from distill_step_by_step.jsonio import write_json
 from distill_step_by_step.settings import load_settings
+from distill_step_by_step.teachers.annotate import DEFAULT_CACHE_DIR, annotate
 
 
 def main() -> None:

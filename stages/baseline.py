@@ -4,11 +4,11 @@ import argparse
 import json
 from pathlib import Path
 
-from distill_step_by_step.baseline import teacher_baseline, teacher_predictions
-from distill_step_by_step.cell import test_ids_path
 from distill_step_by_step.errors import run_stage
 from distill_step_by_step.jsonio import write_json, write_jsonl
 from distill_step_by_step.settings import load_settings
+from distill_step_by_step.teachers.baseline import teacher_baseline, teacher_predictions
+from distill_step_by_step.train.cell import test_ids_path
 
 
 def main() -> None:

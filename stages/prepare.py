@@ -2,8 +2,8 @@
 
 import argparse
 
+from distill_step_by_step.data.prepare import prepare
 from distill_step_by_step.errors import run_stage
-from distill_step_by_step.prepare import prepare
 from distill_step_by_step.settings import load_settings
 
 

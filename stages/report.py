@@ -4,7 +4,7 @@ import argparse
 import json
 
 from distill_step_by_step.errors import run_stage
-from distill_step_by_step.report import build_report
+from distill_step_by_step.report.report import build_report
 from distill_step_by_step.settings import load_settings
 
 

@@ -3,10 +3,10 @@
 import argparse
 import json
 
+from distill_step_by_step.data.splits import write_splits
 from distill_step_by_step.errors import run_stage
 from distill_step_by_step.jsonio import write_json
 from distill_step_by_step.settings import load_settings
-from distill_step_by_step.splits import write_splits
 
 
 def main() -> None:

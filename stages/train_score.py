@@ -7,14 +7,14 @@ Starting it again after an interruption resumes the training from the last saved
 import argparse
 import json
 
-from distill_step_by_step.gpu import claim_gpu
+from distill_step_by_step.ops.gpu import claim_gpu
 
 claim_gpu()  # before torch is imported: pick this job's GPU slot from DSS_GPUS, if set
 
-from distill_step_by_step.cell import Cell, check_may_train  # noqa: E402
+from distill_step_by_step.train.cell import Cell, check_may_train  # noqa: E402
 from distill_step_by_step.errors import run_stage  # noqa: E402
 from distill_step_by_step.settings import load_settings  # noqa: E402
-from distill_step_by_step.train_score import train_and_score  # noqa: E402
+from distill_step_by_step.train.train_score import train_and_score  # noqa: E402
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
     """All four datasets prepared once from the real mirror."""
-    from distill_step_by_step.prepare import prepare
+    from distill_step_by_step.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "prepared"
     prepare(str(mirror), out, ["cqa", "svamp", "esnli", "anli1"])
@@ -43,7 +43,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> Path:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
     """The recorded-PaLM rationale corpora of all four datasets."""
-    from distill_step_by_step.annotate import annotate_recorded
+    from distill_step_by_step.teachers.annotate import annotate_recorded
 
     out = tmp_path_factory.mktemp("corpus")
     for name in ("cqa", "svamp", "esnli", "anli1"):

@@ -80,7 +80,7 @@ def write_deps(dvc_yaml: Path, src: Path) -> None:
 
 
 if __name__ == "__main__":
-    from distill_step_by_step.grid import GRIDS_DIR, init
+    from distill_step_by_step.ops.grid import GRIDS_DIR, init
 
     here = Path(__file__).resolve().parents[1]
     write_deps(here / "dvc.yaml", here / "src")

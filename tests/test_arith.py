@@ -2,8 +2,8 @@
 
 import pytest
 
-from distill_step_by_step.arith import value_of
-from distill_step_by_step.scoring import is_correct, is_exact
+from distill_step_by_step.data.arith import value_of
+from distill_step_by_step.data.scoring import is_correct, is_exact
 from distill_step_by_step.jsonio import read_jsonl
 
 

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from distill_step_by_step.gpu import gpu_slots
+from distill_step_by_step.ops.gpu import gpu_slots
 
 # A stand-in for a stage process: claim a slot exactly as stages/train.py does, report it, hold it.
 HOLDER = """
 import sys, time
-from distill_step_by_step.gpu import claim_gpu
+from distill_step_by_step.ops.gpu import claim_gpu
 gpu = claim_gpu(poll_seconds=0.05)
 import os
 print(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)

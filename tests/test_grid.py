@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill_step_by_step.cell import Cell, check_may_train
 from distill_step_by_step.errors import StageError
-from distill_step_by_step.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, share
+from distill_step_by_step.ops.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, share
+from distill_step_by_step.train.cell import Cell, check_may_train
 
 from conftest import GIT, REPO, copy_project, finished_events, run, worker_env
 
@@ -230,7 +230,7 @@ def test_a_fresh_clone_rebuilds_a_committed_grid_report_without_training(tmp_pat
 def test_the_gpu_lease_kit_runs_a_budgeted_lease_on_a_copy_without_git_and_brings_the_cells_back(tmp_path):
     """The kit end to end on the CPU: prepare here, run the lease's command in a plain copy of the tree (what
     the lent machine gets: no .git), then collect what it packed into a fresh clone."""
-    from distill_step_by_step.kit import join_parts, split_file
+    from distill_step_by_step.ops.kit import join_parts, split_file
 
     repo = copy_project(tmp_path)
     run([sys.executable, "-m", "distill_step_by_step.kit", "prepare", "smoke", "--no-download"], repo)

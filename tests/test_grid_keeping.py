@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from distill_step_by_step.errors import StageError
-from distill_step_by_step.grid import _budget
-from distill_step_by_step.remotes import MARK, entry_fits, md5_of, resolve_remote, store_faults
+from distill_step_by_step.ops.grid import _budget
+from distill_step_by_step.ops.remotes import MARK, entry_fits, md5_of, resolve_remote, store_faults
 
 from conftest import GIT, copy_project, finished_events, run, worker_env
 
@@ -136,7 +136,7 @@ def test_cells_that_were_not_pushed_are_pushed_later_and_cells_of_older_code_are
     third = copy_project(tmp_path / "third")
     (third / "profiles" / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     run([*GRID, "init", "tiny"], third)
-    with (third / "src" / "distill_step_by_step" / "training.py").open("a") as fh:
+    with (third / "src" / "distill_step_by_step" / "train" / "training.py").open("a") as fh:
         fh.write("# a comment changes no number\n")
     assembled = _grid(third, "assemble", "tiny", "--remote", str(remote))
     assert assembled.returncode == 0, assembled.stdout[-3000:] + assembled.stderr[-3000:]

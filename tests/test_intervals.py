@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distill_step_by_step.intervals import Bootstrap, Interval
+from distill_step_by_step.report.intervals import Bootstrap, Interval
 
 N = 1000
 

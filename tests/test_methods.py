@@ -2,8 +2,8 @@
 
 import pytest
 
-from distill_step_by_step.corpus import read_corpus
-from distill_step_by_step.methods import (
+from distill_step_by_step.data.corpus import read_corpus
+from distill_step_by_step.methods.registry import (
     EXPLAIN_PREFIX, PREDICT_PREFIX, label_from_output, rationale_from_output, single_task_target, training_examples,
 )
 from distill_step_by_step.settings import MethodConfig

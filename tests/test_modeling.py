@@ -6,11 +6,11 @@ import torch
 from transformers import (AutoTokenizer, BertConfig, EncoderDecoderConfig, EncoderDecoderModel, LlamaConfig,
                           LlamaForCausalLM, T5Config, T5ForConditionalGeneration)
 
-from distill_step_by_step.methods import task_units, weighted_loss
-from distill_step_by_step.modeling import Row, collate, token_loss, units_losses
+from distill_step_by_step.methods.registry import task_units, weighted_loss
 from distill_step_by_step.settings import MethodConfig, TrainConfig
-from distill_step_by_step.students import Student, resolve_ref
-from distill_step_by_step.syncs import SyncCounter
+from distill_step_by_step.students.modeling import Row, collate, token_loss, units_losses
+from distill_step_by_step.students.student import Student, resolve_ref
+from distill_step_by_step.train.syncs import SyncCounter
 
 VOCAB = 97
 CPU = torch.device("cpu")
@@ -150,7 +150,7 @@ def test_a_restricted_output_vocabulary_is_a_softmax_over_those_tokens_and_decod
     cross-entropy of the full logits restricted to those tokens, and greedy decoding picks only among them."""
     import torch.nn.functional as F
 
-    from distill_step_by_step.modeling import _restricted_output
+    from distill_step_by_step.students.modeling import _restricted_output
 
     model = seq2seq_models()[index].eval()
     rows = random_rows([7, 3, 5], [2, 6, 4])

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from distill_step_by_step.corpus import load_recorded
-from distill_step_by_step.parsing import parse_completion
+from distill_step_by_step.data.corpus import load_recorded
+from distill_step_by_step.data.datasets import parse_completion
 
 
 # The authors' rules, transcribed from their data_utils.py as an independent oracle. Where they fall back

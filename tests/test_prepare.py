@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from distill_step_by_step.datasets import cqa_input
+from distill_step_by_step.data.datasets import cqa_input
+from distill_step_by_step.data.prepare import prepare
 from distill_step_by_step.errors import DataError
 from distill_step_by_step.jsonio import read_json, read_jsonl
-from distill_step_by_step.prepare import prepare
 
 EXPECTED = {
     ("cqa", "train"): 9741, ("cqa", "test"): 1221,
@@ -163,7 +163,7 @@ def test_a_member_that_would_inflate_past_any_corpus_is_refused_before_it_is_inf
     import subprocess
     import sys
 
-    from distill_step_by_step.archive import MAX_MEMBER_BYTES
+    from distill_step_by_step.data.archive import MAX_MEMBER_BYTES
 
     bomb = _rewrite(mirror, tmp_path / "bomb.zip", lambda n, b: b)
     with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as zf, \
@@ -177,7 +177,7 @@ def test_a_member_that_would_inflate_past_any_corpus_is_refused_before_it_is_inf
                    r"269,484,032 bytes, more than the 268,435,456 any corpus here needs")
     # in a process of its own, which reports its own peak memory (VmHWM: ru_maxrss would carry over the peak of
     # the test process across exec): the refusal never holds the member in memory
-    code = ("import sys; from distill_step_by_step.archive import DatasetArchive\n"
+    code = ("import sys; from distill_step_by_step.data.archive import DatasetArchive\n"
             "try:\n    DatasetArchive(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
             "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))")
     out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, check=True)

@@ -7,15 +7,16 @@ import textwrap
 
 import pytest
 
-from distill_step_by_step.datasets import DatasetSpec, get_spec
-from distill_step_by_step.methods import Method, get_method, registry
+from distill_step_by_step.data.datasets import DatasetSpec, get_spec
+from distill_step_by_step.methods.registry import Method, get_method, registry
 
 from conftest import run
 
 TOY_PLUGIN = '''
 from pathlib import Path
 
-from distill_step_by_step import datasets, methods
+from distill_step_by_step.data import datasets
+from distill_step_by_step.methods import registry as methods
 
 anli = datasets.get_spec("anli1")
 # a dataset: ANLI-R1's files under another name, with its own prompt file

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distill_step_by_step.jsonio import write_json, write_jsonl
-from distill_step_by_step.report import (collect, collect_curves, comparison_table, markdown, missing_cells,
+from distill_step_by_step.report.report import (collect, collect_curves, comparison_table, markdown, missing_cells,
                                          point_table)
 from distill_step_by_step.settings import GridConfig
 
@@ -111,7 +111,7 @@ def test_the_committed_demo_spans_methods_fractions_and_sizes_and_learns_in_ever
     import pandas as pd
 
     from conftest import REPO
-    from distill_step_by_step.datasets import get_spec
+    from distill_step_by_step.data.datasets import get_spec
     from distill_step_by_step.settings import load_settings
 
     settings = load_settings(REPO / "params.yaml")

@@ -3,12 +3,12 @@ decoded as generation decodes it, must score as correct for every kind of studen
 
 import pytest
 
-from distill_step_by_step.corpus import read_corpus
-from distill_step_by_step.datasets import get_spec
-from distill_step_by_step.modeling import decode, encode_rows
-from distill_step_by_step.scoring import is_correct, is_exact, join_spaced_numbers, score
+from distill_step_by_step.data.corpus import read_corpus
+from distill_step_by_step.data.datasets import get_spec
+from distill_step_by_step.data.scoring import is_correct, is_exact, join_spaced_numbers, score
 from distill_step_by_step.settings import read_params
-from distill_step_by_step.students import build_student
+from distill_step_by_step.students.modeling import decode, encode_rows
+from distill_step_by_step.students.student import build_student
 
 from conftest import REPO
 
@@ -38,7 +38,7 @@ def test_score_counts_both_rules_and_unparsed():
 
 def test_the_teacher_under_the_authors_rule_matches_their_figures(corpus):
     """PaLM's full-test accuracy, scored exactly as the authors' code scores it (Hsieh et al., 2023)."""
-    from distill_step_by_step.baseline import score_teacher
+    from distill_step_by_step.teachers.baseline import score_teacher
 
     authors = {"cqa": (943, 1221), "svamp": (148, 200), "esnli": (7171, 9824), "anli1": (656, 1000)}
     for name, (correct, n) in authors.items():

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from distill_step_by_step.grid import grid_params
-from distill_step_by_step.profiles import PROFILE_DIR, apply_profile, load_profile
+from distill_step_by_step.ops.grid import grid_params
+from distill_step_by_step.ops.profiles import PROFILE_DIR, apply_profile, load_profile
 from distill_step_by_step.settings import SettingsError, parse_settings, read_params
 
 from conftest import REPO

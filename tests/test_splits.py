@@ -2,9 +2,9 @@
 
 import pytest
 
+from distill_step_by_step.data.splits import make_splits, write_splits
 from distill_step_by_step.jsonio import read_jsonl, read_lines
 from distill_step_by_step.settings import SplitConfig
-from distill_step_by_step.splits import make_splits, write_splits
 
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 

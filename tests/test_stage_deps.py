@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill_step_by_step.cell import Cell
+from distill_step_by_step.train.cell import Cell
 from stage_deps import closure
 
 from conftest import REPO
@@ -46,7 +46,7 @@ def test_the_import_closure_follows_lazy_and_relative_imports(tmp_path):
 
 
 def test_dvc_yaml_names_cell_paths_as_cell_does():
-    from distill_step_by_step.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE
+    from distill_step_by_step.train.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE
 
     cell = Cell("esnli", "finetune", "minilm-l6", "0.25", 1)
     item = {"item.dataset": "esnli", "item.method": "finetune", "item.student": "minilm-l6", "item.fraction": "0.25",

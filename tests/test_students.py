@@ -8,15 +8,15 @@ import sys
 import pytest
 import torch
 
-from distill_step_by_step.corpus import read_corpus
-from distill_step_by_step.inference import score_student
-from distill_step_by_step.predict import main as predict_main
-from distill_step_by_step.scoring import is_correct, is_exact
+from distill_step_by_step.data.corpus import read_corpus
+from distill_step_by_step.data.scoring import is_correct, is_exact
 from distill_step_by_step.settings import MethodConfig, TrainConfig, read_params
-from distill_step_by_step.students import (
+from distill_step_by_step.train.inference import score_student
+from distill_step_by_step.train.predict import main as predict_main
+from distill_step_by_step.students.student import (
     build_student, drop_weights, load_student, resolve_ref, spread_layers,
 )
-from distill_step_by_step.training import CellData, train_student
+from distill_step_by_step.train.training import CellData, train_student
 
 from conftest import REPO
 
@@ -141,7 +141,7 @@ def test_predict_command(trained_svamp):
         "Tom has 3 apples and buys 4 more. How many apples does he have?",
         json.dumps({"id": "q2", "input": "Ann had 9 pens and gave away 2.\nHow many pens are left?"}),
     ])
-    proc = subprocess.run([sys.executable, "-m", "distill_step_by_step.predict", str(trained_svamp), "--rationales"],
+    proc = subprocess.run([sys.executable, "-m", "distill_step_by_step.train.predict", str(trained_svamp), "--rationales"],
                           input=lines, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -150,8 +150,8 @@ def test_predict_command(trained_svamp):
 
 
 def test_predict_reads_nli_pairs_from_tab_separated_text():
-    from distill_step_by_step.datasets import get_spec
-    from distill_step_by_step.predict import parse_line
+    from distill_step_by_step.data.datasets import get_spec
+    from distill_step_by_step.train.predict import parse_line
 
     assert parse_line("A man sings.\tSomeone sings.", get_spec("esnli")) == {
         "premise": "A man sings.", "hypothesis": "Someone sings.", "input": "A man sings.</s>Someone sings."}

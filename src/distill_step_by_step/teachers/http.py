@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ..settings import HttpSettings
-from . import Reply, Request
+from .teacher import Reply, Request
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})  # and every 5xx but 501/505 (see _retryable)
 # 404 stays fatal: it means a wrong base_url or model far more often than one bad prompt, and recording

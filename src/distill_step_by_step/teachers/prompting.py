@@ -3,7 +3,7 @@
 A prompt file is the few-shot exemplars followed by the query block, whose ``{input}``, ``{premise}``
 and ``{hypothesis}`` are replaced by the example's fields (in one pass, so braces inside an example
 are left alone). The model continues the text after the query's ``A:`` / ``Reasonings:`` /
-``Answer:``, in the style of the released PaLM completions, so :mod:`..parsing` reads its answer.
+``Answer:``, in the style of the released PaLM completions, so :mod:`..data.parsing` reads its answer.
 Generation stops where the model starts the next exemplar (the dataset spec's ``stop``).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..datasets import get_spec
+from ..data.datasets import get_spec
 
 FIELDS = re.compile(r"\{(input|premise|hypothesis)\}")
 

@@ -43,12 +43,12 @@ from typing import Any
 
 import yaml
 
-from .cell import CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
-from .errors import StageError
+from ..errors import StageError
+from ..train.cell import CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .profiles import apply_profile, load_profile
 from .remotes import (adopt_cells, changed_settings, forget_cells, push_cells, require_remote, resolve_remote,
                       verify_store)
-from .settings import Settings, parse_settings, read_params
+from ..settings import Settings, parse_settings, read_params
 
 GRIDS_DIR = Path(GRIDS)
 PIPELINE = "dvc.yaml"  # the repository's pipeline, which every grid's dvc.yaml copies
@@ -279,7 +279,7 @@ def carry_times(grid: Grid, path: Path) -> None:
 def trained_since(grid: Grid, cell: Cell, since: float) -> bool:
     """Whether the cell's run log has a finished training run since ``since`` (wall clock): the cell was
     trained here, not restored from the run-cache."""
-    from .runlog import read_events
+    from ..train.runlog import read_events
 
     return any(e["event"] == "finished" and e["time"] >= since
                for e in read_events(cell.model_dir(grid.settings().paths.models)))

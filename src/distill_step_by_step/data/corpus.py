@@ -20,10 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .datasets import get_spec
-from .errors import DataError
-from .jsonio import read_jsonl
-from .parsing import parse_completion
+from ..errors import DataError
+from ..jsonio import read_jsonl
+from .datasets import get_spec, parse_completion
 from .scoring import score
 
 

@@ -3,7 +3,7 @@
 A stage's outputs depend on its inputs alone, so that re-running a pipeline changes no committed file; the
 clock and the machine go here instead, one JSON line per event in ``logs/<cell's model path>/runs.jsonl``
 (git- and DVC-ignored), with the training-loss curve (dvclive) beside it. The grid's workers read it for
-cell times (:mod:`.grid`), the benchmarks for step costs.
+cell times (:mod:`..ops.grid`), the benchmarks for step costs.
 """
 
 from __future__ import annotations

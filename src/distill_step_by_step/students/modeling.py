@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .students import Student
+from .student import Student
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessorList

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .errors import StageError
+from ..errors import StageError
 
 MARK = "DSS-GRID-REMOTE"  # written by --create-remote into a new remote folder: it is there, and meant to be
 CODE_PREFIXES = ("src/", "stages/")  # a run-cache entry's code deps: a cell made by older code is still the cell

@@ -22,17 +22,29 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from .datasets import student_text
-from .plugins import Registry
+from ..data.datasets import student_text
+from ..plugins import Registry
 
 if TYPE_CHECKING:
     import torch
 
-    from .settings import MethodConfig
 
-R = TypeVar("R")  # a tokenised row (modeling.Row)
+class MethodSettings(Protocol):
+    """What a method reads of its settings: ``settings.MethodConfig``, checked there against this registry."""
+
+    @property
+    def name(self) -> str: ...  # a registered method
+
+    @property
+    def alpha(self) -> float: ...  # the label task's share of the loss
+
+    @property
+    def labels(self) -> str: ...  # gold | teacher
+
+
+R = TypeVar("R")  # a tokenised row (students.modeling.Row)
 Units = list[tuple[list[Any], float]]  # the task sub-batches of one micro-batch and their loss weights
 
 PREDICT_PREFIX = "predict: "
@@ -64,7 +76,7 @@ class RowStats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-def target_label(record: dict[str, Any], cfg: "MethodConfig") -> str | None:
+def target_label(record: dict[str, Any], cfg: "MethodSettings") -> str | None:
     """The label a method trains (and validates) on: gold, or the teacher's when it parsed."""
     if cfg.labels == "gold":
         return record["label"]
@@ -95,7 +107,7 @@ class Method:
         """The training example of one record with its label (None: the record cannot be used)."""
         return TextExample(self.predict_source(record, separator), label)
 
-    def examples(self, records: list[dict[str, Any]], cfg: "MethodConfig",
+    def examples(self, records: list[dict[str, Any]], cfg: "MethodSettings",
                  separator: str | None) -> tuple[list[TextExample], RowStats]:
         """Text examples from corpus records, with counts of what was dropped and why."""
         stats = RowStats(examples=len(records))
@@ -115,7 +127,7 @@ class Method:
 
     rationale_in_label: ClassVar[bool] = False  # the label target carries the rationale (single_task)
 
-    def units(self, cfg: "MethodConfig", step: int, batch: Sequence[int], label_rows: Sequence[R],
+    def units(self, cfg: "MethodSettings", step: int, batch: Sequence[int], label_rows: Sequence[R],
               rationale_rows: Mapping[int, R], grad_accum: int = 1) -> Units:
         """The task sub-batches of one micro-batch at optimizer step ``step`` and their loss weights, divided
         by ``grad_accum`` so that accumulated micro-batches add up to one step's loss."""
@@ -157,7 +169,7 @@ class StepByStep(Method):
             stats.drop("rationale unparsed (label task kept)")
         return ex
 
-    def units(self, cfg: "MethodConfig", step: int, batch: Sequence[int], label_rows: Sequence[R],
+    def units(self, cfg: "MethodSettings", step: int, batch: Sequence[int], label_rows: Sequence[R],
               rationale_rows: Mapping[int, R], grad_accum: int = 1) -> Units:
         """The label task with weight ``alpha`` and the rationale task with ``1 - alpha`` (each a token-mean
         loss, as the authors' two forward passes); a task with zero weight is not computed at all."""
@@ -203,7 +215,7 @@ for _method in (FineTune(), Distill(), StepByStep(), SingleTask()):
 
 # ----- what the rest of the package calls: each asks the method of the settings it is given -----
 
-def predict_source(record: dict[str, Any], cfg: "MethodConfig", separator: str | None) -> str:
+def predict_source(record: dict[str, Any], cfg: "MethodSettings", separator: str | None) -> str:
     """The text the student sees when asked for a label (also at test time)."""
     return get_method(cfg.name).predict_source(record, separator)
 
@@ -218,7 +230,7 @@ def single_task_target(rationale: str, label: str) -> str:
     return f"{rationale}{ANSWER_MARKER}{label}"
 
 
-def label_from_output(cfg: "MethodConfig", text: str) -> str:
+def label_from_output(cfg: "MethodSettings", text: str) -> str:
     """The label in a decoded output (``single_task`` reads it from behind the last marker)."""
     return get_method(cfg.name).read_label(text)
 
@@ -237,13 +249,13 @@ def _split_answer(text: str) -> tuple[str, str]:
     return text[:last.start()].strip(), text[last.end():].strip()
 
 
-def training_examples(records: list[dict[str, Any]], cfg: "MethodConfig",
+def training_examples(records: list[dict[str, Any]], cfg: "MethodSettings",
                       separator: str | None) -> tuple[list[TextExample], RowStats]:
     """Text examples for the method of ``cfg`` from corpus records, with counts of what was dropped and why."""
     return get_method(cfg.name).examples(records, cfg, separator)
 
 
-def task_units(cfg: "MethodConfig", batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],
+def task_units(cfg: "MethodSettings", batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],
                grad_accum: int = 1, step: int = 0) -> Units:
     """The task sub-batches of one micro-batch (at optimizer step ``step``) and their loss weights."""
     return get_method(cfg.name).units(cfg, step, batch, label_rows, rationale_rows, grad_accum)

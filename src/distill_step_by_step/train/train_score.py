@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from accelerate import PartialState
 
+from ..jsonio import write_json
+from ..settings import Settings
+from ..students.student import drop_weights
 from .cell import CURVE_FILE, RECORD_FILE, Cell
 from .inference import score_cell
-from .jsonio import write_json
 from .runlog import log_event, run_log_dir
-from .settings import Settings
-from .students import drop_weights
 from .training import state_dir, train_cell
 
 

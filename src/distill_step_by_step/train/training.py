@@ -3,7 +3,7 @@
 One optimizer step = ``grad_accum`` micro-batches of ``batch_size`` examples per process. For
 ``step_by_step`` each micro-batch runs the label task and the rationale task as two sub-batches, each
 padded to its own length, and back-propagates ``alpha * L_label + (1 - alpha) * L_rationale`` (one
-gradient sync per step under DDP; :mod:`.methods` says which tasks and weights). Validation accuracy
+gradient sync per step under DDP; :mod:`..methods.registry` says which tasks and weights). Validation accuracy
 (label-only greedy decoding) is measured every ``eval_every`` steps and the best checkpoint by
 *validation* accuracy is kept; test data never enters this module.
 
@@ -28,15 +28,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
+from ..data.datasets import get_spec
+from ..data.scoring import Score, score
+from ..jsonio import atomic_dir
+from ..methods.registry import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
+from ..settings import MethodConfig, RunConfig, Settings, StudentConfig, TrainConfig
+from ..students.modeling import Row, encode_rows, generate, length_grouped_order, units_losses
+from ..students.student import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
 from .cell import Cell, training_records
-from .datasets import get_spec
-from .jsonio import atomic_dir
-from .methods import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
-from .modeling import Row, encode_rows, generate, length_grouped_order, units_losses
 from .resume import Resume, Trainables, TrainState
-from .scoring import Score, score
-from .settings import MethodConfig, RunConfig, Settings, StudentConfig, TrainConfig
-from .students import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
 
 Units = list[tuple[list[Row], float]]  # the task sub-batches of one micro-batch and their loss weights
 

@@ -10,7 +10,7 @@ A grid its workers have not finished is reported as far as it goes, its missing 
 Tables are pandas DataFrames: ``cells`` (one row per finished cell), ``points`` (one row per method at a
 (dataset, student, fraction) point: mean over seeds, its 95% interval) and ``comparisons`` (one row per
 paired comparison: difference, interval, verdict). Intervals and verdicts come from :mod:`.intervals`.
-Accuracies are given under both scoring rules of :mod:`.scoring`: ``lenient`` (the headline, and what the
+Accuracies are given under both scoring rules of :mod:`..data.scoring`: ``lenient`` (the headline, and what the
 intervals are of) and ``exact`` (the authors' rule, to compare with the paper).
 """
 
@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
-from .datasets import get_spec
-from .errors import DataError
+from ..data.datasets import get_spec
+from ..data.scoring import RULES
+from ..errors import DataError
+from ..jsonio import atomic_open, read_json, read_jsonl, write_json
+from ..methods.registry import get_method
+from ..settings import GridConfig, Settings, TeacherConfig
+from ..train.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
 from .intervals import Bootstrap, Interval
-from .jsonio import atomic_open, read_json, read_jsonl, write_json
-from .methods import get_method
-from .scoring import RULES
-from .settings import GridConfig, Settings, TeacherConfig
 
 SBS = "step_by_step"
 TEACHER = "teacher"  # the `against` of a comparison with the teacher

@@ -48,9 +48,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .errors import DataError
-from .jsonio import atomic_dir, content_hash
-from .settings import StudentConfig
+from ..errors import DataError
+from ..jsonio import atomic_dir, content_hash
+from ..settings import StudentConfig
 
 # What an encoder checkpoint lacks when it becomes a decoder: cross-attention and the LM-head transform.
 _CROSS_ATTENTION = "crossattention"

@@ -6,9 +6,9 @@
 * ``http`` asks any OpenAI-compatible server, ``local`` runs a ``transformers`` model on this machine
   (:mod:`distill_step_by_step.teachers`), prompting with ``prompts/<dataset>.txt``.
 
-Every teacher writes the same records (:func:`..corpus.corpus_record`). Live annotation is lossless and
+Every teacher writes the same records (:func:`..data.corpus.corpus_record`). Live annotation is lossless and
 resumable: each finished completion is persisted to ``.resume/annotate/<dataset>.jsonl`` as it arrives
-(:mod:`.teachers.cache`), a rerun asks only for what is missing, and requests that still fail after
+(:mod:`.cache`), a rerun asks only for what is missing, and requests that still fail after
 their retries make the run fail with a count and the first errors, after everything else is saved.
 A request the server refuses for good (an HTTP 400 for an over-long prompt, a 413, a 422...) would fail
 the same way on every rerun, so it is recorded in the cache instead and its example is left out of the
@@ -29,14 +29,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .corpus import corpus_record, failed_record, load_recorded, splits_of, summarise
-from .datasets import get_spec
-from .errors import StageError
-from .jsonio import atomic_dir, content_hash, read_jsonl, write_jsonl
-from .settings import TeacherConfig
-from .teachers import Reply, Request, Teacher, build_teacher
-from .teachers.cache import AnnotationCache, cache_key, is_failure
-from .teachers.prompting import prompt_template, render, stop_strings
+from ..data.corpus import corpus_record, failed_record, load_recorded, splits_of, summarise
+from ..data.datasets import get_spec
+from ..errors import StageError
+from ..jsonio import atomic_dir, content_hash, read_jsonl, write_jsonl
+from ..settings import LIVE_TEACHERS, TeacherConfig
+from .cache import AnnotationCache, cache_key, is_failure
+from .prompting import prompt_template, render, stop_strings
+from .teacher import Reply, Request, Teacher
 
 DEFAULT_CACHE_DIR = ".resume/annotate"
 
@@ -48,6 +48,20 @@ class AnnotationIncomplete(StageError):
 class TooManyFailedRequests(StageError):
     """More of a split's requests failed for good than ``teacher.max_failed_share`` allows. They are recorded,
     so a rerun does not ask them again: only a higher limit or a change to what they send gets past this."""
+
+
+def build_teacher(cfg: TeacherConfig | dict[str, Any]) -> Teacher:
+    """The live teacher named by ``cfg.name``, with its (checked) settings block, ``teacher.http`` or ``teacher.local``."""
+    cfg = TeacherConfig.of(cfg)
+    if cfg.name not in LIVE_TEACHERS:
+        raise ValueError(f"teacher.name: {cfg.name!r} is not a live teacher ({', '.join(LIVE_TEACHERS)})")
+    if cfg.name == "http":
+        from .http import HttpTeacher
+
+        return HttpTeacher(cfg.http)
+    from .local import LocalTeacher
+
+    return LocalTeacher(cfg.local)
 
 
 def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teacher: TeacherConfig | dict[str, Any],

@@ -6,7 +6,7 @@ overrides in ``profiles/smoke.yaml`` (extra arguments, e.g. ``--queue``, go to `
 
 A profile run this way is an experiment of the repository's own pipeline (``dvc exp show`` lists it; it
 is not kept on main). A profile whose results are kept in the repository is a grid with its own pipeline
-(``grid.py``: ``python -m distill_step_by_step.grid init <profile>``), built by workers.
+(``ops/grid.py``: ``python -m distill_step_by_step.grid init <profile>``), built by workers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .settings import parse_settings, read_params
+from ..settings import parse_settings, read_params
 
 PROFILE_DIR = Path("profiles")
 

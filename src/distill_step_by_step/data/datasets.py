@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
+from ..plugins import Registry
 from .archive import DatasetArchive
-from .errors import DataError
 from .parsing import NLI_LABELS, Parsed, parse_anli, parse_choice, parse_equation, parse_esnli
-from .plugins import Registry
 
-PROMPTS = Path(__file__).resolve().parent / "prompts"
-ANSWER_TYPES = ("choice", "nli", "equation")  # how answers are scored (scoring.py)
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
+ANSWER_TYPES = ("choice", "nli", "equation")  # how answers are scored (data/scoring.py)
 # The authors' T5 students join premise and hypothesis with the tokenizer's EOS token; the prepared
 # ``input`` spells T5's, and ``student_text`` re-joins with each student's own separator.
 T5_EOS = "</s>"
@@ -170,6 +170,13 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 register = DATASETS.register  # add a dataset (its name must be new)
 registry = DATASETS.all  # every registered dataset by name, plugins included
 get_spec = DATASETS.get  # a dataset's spec by name; an unknown name lists the known ones
+
+
+def parse_completion(dataset: str, text: str) -> Parsed:
+    """Parse a completion with the rules of ``dataset`` (its spec's ``parse``); never raises on odd text."""
+    if not isinstance(text, str):
+        return Parsed(None, None, f"not text: {type(text).__name__}")
+    return get_spec(dataset).parse(text)
 
 
 def load_split(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[dict[str, Any]]:

@@ -103,12 +103,3 @@ def _checked(rationale: str, label: str, allowed: tuple[str, ...] | None = None)
     if allowed is not None and label not in allowed:
         return _fail(f"label outside the label set: {label[:40]!r}")
     return Parsed(rationale, label)
-
-
-def parse_completion(dataset: str, text: str) -> Parsed:
-    """Parse a completion with the rules of ``dataset`` (its spec's ``parse``); never raises on odd text."""
-    from .datasets import get_spec
-
-    if not isinstance(text, str):
-        return _fail(f"not text: {type(text).__name__}")
-    return get_spec(dataset).parse(text)

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .jsonio import atomic_dir, read_jsonl, write_lines
-from .settings import SplitConfig
+from ..jsonio import atomic_dir, read_jsonl, write_lines
+from ..settings import SplitConfig
 
 
 def train_ids_path(splits_dir: str | Path, seed: int | str, fraction: float | str) -> Path:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .datasets import DatasetSpec, get_spec, registry
-from .errors import DataError
+from ..data.datasets import DatasetSpec, get_spec, registry
+from ..errors import DataError
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "vocab.json")  # one of them, beside tokenizer_config.json
 NUMBERS = ("max_input_tokens", "max_label_tokens", "max_target_tokens")  # config entries that must be counts
@@ -93,8 +93,8 @@ def check_checkpoint(path: str | Path) -> None:
     """What ``distill-predict`` needs of a checkpoint, checked before loading it, each fault one ``DataError``:
     its tokenizer files (without them ``transformers`` would build a default tokenizer and answer nonsense),
     a known method and dataset, and counts where counts belong."""
-    from .methods import registry as method_registry
-    from .students import INFERENCE_KEY, inference_info
+    from ..methods.registry import registry as method_registry
+    from ..students.student import INFERENCE_KEY, inference_info
 
     path = Path(path)
     info = inference_info(path)

@@ -8,14 +8,14 @@ from typing import Any
 
 import torch
 
+from ..data.datasets import get_spec
+from ..data.scoring import is_correct, is_exact, score
+from ..jsonio import write_json, write_jsonl
+from ..methods.registry import explain_source, get_method, label_from_output, predict_source
+from ..settings import MethodConfig, RunConfig
+from ..students.modeling import generate
+from ..students.student import Student, load_student
 from .cell import Cell, test_records
-from .datasets import get_spec
-from .jsonio import write_json, write_jsonl
-from .methods import explain_source, get_method, label_from_output, predict_source
-from .modeling import generate
-from .scoring import is_correct, is_exact, score
-from .settings import MethodConfig, RunConfig
-from .students import Student, load_student
 
 DEFAULT_BATCH_SIZE = RunConfig().test_batch_size
 

@@ -14,9 +14,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..jsonio import atomic_dir, write_json, write_jsonl
 from .archive import DatasetArchive
 from .datasets import get_spec, load_recorded_completions, load_split
-from .jsonio import atomic_dir, write_json, write_jsonl
 
 
 def prepare(source: str, out_dir: str | Path, datasets: list[str]) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .corpus import read_corpus
-from .errors import DataError, StageError
-from .jsonio import read_lines
-from .splits import train_ids_path, valid_ids_path
+from ..data.corpus import read_corpus
+from ..data.splits import train_ids_path, valid_ids_path
+from ..errors import DataError, StageError
+from ..jsonio import read_lines
 
 MODELS_ROOT = "models"
 RESULTS_ROOT = "results/demo"
@@ -25,7 +25,7 @@ RECORD_FILE = "student.json"  # what was trained and how: settings, counts, size
 CURVE_FILE = "valid_curve.json"  # [{step, valid_accuracy, valid_n, loss}] at each validation
 METRICS_FILE = "metrics.json"  # the test scores (and the record's fields the report needs)
 PREDICTIONS_FILE = "predictions.jsonl"  # one line per test example: id, prediction, gold, correct, exact
-# Set by the grid's workers and assemblies (grid.py): a grid's cells train only under a worker.
+# Set by the grid's workers and assemblies (ops/grid.py): a grid's cells train only under a worker.
 WORKER_ENV, ASSEMBLE_ENV = "DSS_WORKER", "DSS_ASSEMBLE"
 GRIDS_DIR = "grids"
 
@@ -79,7 +79,7 @@ class Cell:
 
 def check_may_train(params_path: str | Path, cell: Cell) -> None:
     """Stop a grid's cell from training outside one of its workers, and under an assembly at all: a plain
-    ``dvc repro`` in ``grids/<profile>/`` must not retrain the cells the grid keeps (see ``grid.py``)."""
+    ``dvc repro`` in ``grids/<profile>/`` must not retrain the cells the grid keeps (see ``ops/grid.py``)."""
     if os.environ.get(ASSEMBLE_ENV):
         raise StageError(f"{cell.name}: not finished in the remote, and an assembly trains nothing "
                          "(`python -m distill_step_by_step.grid work` trains it)")

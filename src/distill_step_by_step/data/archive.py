@@ -13,8 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import DataError
-from .jsonio import parse_jsonl_lines
+from ..errors import DataError
+from ..jsonio import parse_jsonl_lines
 
 
 # The largest corpus file of the authors' archive is about 4 MB; a member far past that is not a corpus

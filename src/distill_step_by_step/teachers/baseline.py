@@ -2,7 +2,7 @@
 
 Per dataset, ``reports/baseline.json`` holds the teacher scored on the students' test examples
 (``test.ids``; the same examples the students are scored on) and, under ``full_test``, on the whole
-official test split, each under both rules of :mod:`.scoring`: ``accuracy`` (lenient, our headline rule)
+official test split, each under both rules of :mod:`..data.scoring`: ``accuracy`` (lenient, our headline rule)
 and ``exact_accuracy`` (the authors' exact match, the figure to compare with the paper). An unparsed
 completion counts as wrong under both. ``teacher_predictions`` gives the teacher's answer on each of the
 students' test examples, in test order, so that the report can pair it with every student's.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .corpus import read_corpus, teacher_answer
-from .datasets import get_spec
-from .jsonio import read_lines
-from .scoring import RULES, is_correct, is_exact, score
+from ..data.corpus import read_corpus, teacher_answer
+from ..data.datasets import get_spec
+from ..data.scoring import RULES, is_correct, is_exact, score
+from ..jsonio import read_lines
 
 
 def score_teacher(records: list[dict[str, Any]], answer_type: str) -> dict[str, Any]:
