@@ -1,60 +1,11 @@
-"""Which package modules a stage script runs: the transitive closure of its imports, read with ``ast``.
-
-Function-level (lazy) imports count too: a stage that may execute a module depends on it.
-"""
+"""Each stage's package-module deps in ``dvc.yaml`` (and the grids' copies) written from its script's import
+closure (``code_closure``): ``python tests/stage_deps.py`` after adding an import."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-PACKAGE = "distill_step_by_step"
-
-
-def _module_file(src: Path, dotted: str) -> Path | None:
-    """``distill_step_by_step.teachers.http`` -> its file under ``src`` (a module or a package's __init__)."""
-    base = src.joinpath(*dotted.split("."))
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def _imported(tree: ast.AST, dotted_self: str, is_package: bool) -> set[str]:
-    """Dotted names of the package modules a module imports (absolute and relative, at any depth)."""
-    out: set[str] = set()
-    here = dotted_self.split(".") if is_package else dotted_self.split(".")[:-1]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.split(".")[0] == PACKAGE}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = here[: len(here) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            if mod.split(".")[0] != PACKAGE:
-                continue
-            out.add(mod)
-            out |= {f"{mod}.{a.name}" for a in node.names}  # `from . import x` may name a submodule
-    return out
-
-
-def closure(script: Path, src: Path) -> set[Path]:
-    """Every package file that running ``script`` may import (parent packages included)."""
-    todo = [(script, "__main__", False)]
-    seen: set[Path] = set()
-    while todo:
-        path, dotted, is_package = todo.pop()
-        for name in _imported(ast.parse(path.read_text()), dotted, is_package):
-            parts = name.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too
-                f = _module_file(src, ".".join(parts[:i]))
-                if f is not None and f not in seen:
-                    seen.add(f)
-                    todo.append((f, ".".join(parts[:i]), f.name == "__init__.py"))
-    return seen
+from distill_step_by_step.code_closure import closure
 
 
 def write_deps(dvc_yaml: Path, src: Path) -> None:

@@ -5,7 +5,7 @@ like a test. Imports are read with ``ast`` (lazy ones and those under ``TYPE_CHE
 import ast
 from pathlib import Path
 
-from stage_deps import PACKAGE, _imported, _module_file
+from distill_step_by_step.code_closure import PACKAGE, imported, module_file
 
 from conftest import REPO
 
@@ -28,8 +28,8 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph = {}
     for name, path in modules.items():
-        found = _imported(ast.parse(path.read_text()), name, path.name == "__init__.py")
-        graph[name] = {m for m in found if m in modules and _module_file(SRC, m) is not None} - {name}
+        found = imported(ast.parse(path.read_text()), name, path.name == "__init__.py")
+        graph[name] = {m for m in found if m in modules and module_file(SRC, m) is not None} - {name}
     return graph
 
 

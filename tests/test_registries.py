@@ -17,36 +17,39 @@ from pathlib import Path
 
 from distill_step_by_step.data import datasets
 from distill_step_by_step.methods import registry as methods
+from distill_step_by_step.report import presentation
 
 anli = datasets.get_spec("anli1")
 # a dataset: ANLI-R1's files under another name, with its own prompt file
 datasets.register(datasets.DatasetSpec(
-    "anli-toy", "ANLI-R1 (toy)", "nli", anli.splits, anli.normalise, anli.model_input, anli.fields, anli.parse,
+    "anli-toy", "nli", anli.splits, anli.normalise, anli.model_input, anli.fields, anli.parse,
     anli.stop, 1 / 3, prompt=Path(__file__).parent / "anli-toy.txt"))
+presentation.register_dataset_title("anli-toy", "ANLI-R1 (toy)")
 
 
 class LabelsCountTwiceLater(methods.Method):
     """A method with phases: the label task, its weight doubled from step 3 on (it sees the step)."""
 
-    name, title, style = "toy", "toy: labels, twice from step 3", ("tab:red", "v")
+    name = "toy"
 
     def units(self, cfg, step, batch, label_rows, rationale_rows, grad_accum=1):
         return [([label_rows[i] for i in batch], (2.0 if step >= 3 else 1.0) / grad_accum)]
 
 
 methods.register(LabelsCountTwiceLater())
+presentation.register_look("toy", presentation.MethodLook("toy: labels, twice from step 3", "toy", "tab:red", "v"))
 '''
 
 
 def test_a_dataset_spec_missing_a_piece_fails_when_it_is_made():
     anli = get_spec("anli1")
-    args = ("broken", "Broken", "nli", anli.splits, anli.normalise, anli.model_input, anli.fields, anli.parse)
+    args = ("broken", "nli", anli.splits, anli.normalise, anli.model_input, anli.fields, anli.parse)
     with pytest.raises(ValueError, match="dataset 'broken': no few-shot prompt at"):
         DatasetSpec(*args, anli.stop, 1 / 3)
     with pytest.raises(ValueError, match="dataset 'broken': needs the stop strings"):
         DatasetSpec(*args, (), 1 / 3, prompt=anli.prompt_file())
     with pytest.raises(ValueError, match="answer_type must be one of choice, nli, equation"):
-        DatasetSpec("broken", "Broken", "prose", *args[3:], anli.stop, None, prompt=anli.prompt_file())
+        DatasetSpec("broken", "prose", *args[2:], anli.stop, None, prompt=anli.prompt_file())
 
 
 def test_each_method_is_one_registered_object():

@@ -1,15 +1,18 @@
 """Every stage depends on the package modules its script imports, so a code change re-runs what it affects
-(and only that); and dvc.yaml spells a cell's paths as ``cell.Cell`` does."""
+(and only that: a title or a colour reruns no cell); resumable states follow the training code alone; and
+dvc.yaml spells a cell's paths as ``cell.Cell`` does."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from distill_step_by_step.code_closure import closure, code_fingerprint
 from distill_step_by_step.train.cell import Cell
-from stage_deps import closure
 
-from conftest import REPO
+from conftest import REPO, copy_project, run
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
@@ -65,3 +68,53 @@ def test_dvc_yaml_names_cell_paths_as_cell_does():
     # the stage's name as DVC's matrix spells it
     names = [k for k in STAGES]
     assert "train_score" in names and cell.stage == "train_score@esnli-finetune-minilm-l6-0.25-1"
+
+
+def _code_changed(repo: Path, *pipelines: str) -> list[str]:
+    """The stages of these pipelines that `dvc status` finds with a package file changed among their deps."""
+    out = json.loads(run(["dvc", "status", "--json", *pipelines], repo).stdout or "{}")
+    return sorted(name for name, what in out.items() for w in what if isinstance(w, dict)
+                  for path, state in w.get("changed deps", {}).items()
+                  if "src/distill_step_by_step/" in path and state == "modified")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.slow
+def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(tmp_path):
+    """Titles, colours and plot styles are the report's: the committed cells stay current. The loss is the
+    training's: every cell is stale."""
+    repo = copy_project(tmp_path, committed_grids=True)
+    pipelines = ("dvc.yaml", "grids/smoke/dvc.yaml")
+    assert _code_changed(repo, *pipelines) == []  # the locks record this code
+    src = repo / "src" / "distill_step_by_step"
+    _edit(src / "report" / "presentation.py", '"standard fine-tuning", "ft", "tab:blue"',
+          '"fine-tuning on gold labels", "ft", "tab:cyan"')
+    _edit(src / "report" / "presentation.py", '"esnli": "e-SNLI"', '"esnli": "e-SNLI (Camburu et al., 2018)"')
+    _edit(src / "report" / "report.py", 'linestyle=":", linewidth=1.2', 'linestyle=":", linewidth=2.0')
+    assert _code_changed(repo, *pipelines) == ["grids/smoke/dvc.yaml:report", "report"]
+
+    run(["git", "checkout", "-q", "--", "src"], repo)
+    _edit(src / "students" / "modeling.py", "return F.cross_entropy(logits.float(), batch.target_ids)",
+          "return F.cross_entropy(logits.float(), batch.target_ids, label_smoothing=0.0)")
+    stale = _code_changed(repo, *pipelines)
+    cells = [s for s in stale if "train_score@" in s]
+    assert len(cells) == 8 + 12 and "report" not in stale  # the demo's and the smoke grid's: all of them
+
+
+def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src)
+    pkg = src / "distill_step_by_step"
+    before = code_fingerprint(src=src)
+    for cosmetic in ("report/presentation.py", "report/report.py", "ops/grid.py", "ops/kit.py"):
+        with (pkg / cosmetic).open("a") as fh:
+            fh.write("# an edit that changes no cell\n")
+    assert code_fingerprint(src=src) == before
+    with (pkg / "train" / "training.py").open("a") as fh:
+        fh.write("# an edit to the training code\n")
+    assert code_fingerprint(src=src) != before

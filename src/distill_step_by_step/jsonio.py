@@ -19,21 +19,10 @@ from typing import IO, Any
 from .errors import DataError
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
 def content_hash(obj: Any, length: int = 16) -> str:
     """A stable hex fingerprint of a JSON-able value (keys sorted; other objects by their ``str``)."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
-
-
-def code_fingerprint() -> str:
-    """A fingerprint of this package's source code: resumable work saved by other code is not reused."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def parse_jsonl_lines(lines: Iterable[str], source: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The datasets, each one :class:`DatasetSpec` in one registry: where it lives in the authors' archive, how a
 row is normalised, how a model input is built from an example's fields, how a teacher's completion is
-parsed and where its generation stops, how it is scored, titled, and what chance is.
+parsed and where its generation stops, how it is scored and what chance is (its title in reports:
+``report/presentation.py``).
 
 Every prepared example has ``id``, ``input`` (formatted exactly as the authors' code formats it) and
 ``label`` (gold, as text), plus what its task needs (``choices`` for CQA, ``premise``/``hypothesis``
@@ -50,7 +51,6 @@ class DatasetSpec:
     """A dataset: everything the pipeline needs to know about it."""
 
     name: str
-    title: str  # how reports name it
     answer_type: str  # "choice" | "nli" | "equation" (how answers are scored)
     splits: dict[str, SplitSource]
     normalise: Callable[[dict[str, Any], str, int], dict[str, Any]]  # (raw row, where, line) -> prepared example
@@ -253,19 +253,19 @@ def load_recorded_completions(archive: DatasetArchive, spec: DatasetSpec, split:
 
 
 for _spec in (
-    DatasetSpec("cqa", "CommonsenseQA", "choice",
+    DatasetSpec("cqa", "choice",
                 {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
                  "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
                 _norm_cqa, _cqa_model_input, ("question", "choices"), parse_choice, ("\nQ:",), 1 / 5),
-    DatasetSpec("svamp", "SVAMP", "equation",
+    DatasetSpec("svamp", "equation",
                 {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
                  "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
                 _norm_svamp, _text_input, ("input",), parse_equation, ("\nQ:",), None, attach_ids=_attach_svamp_ids),
-    DatasetSpec("esnli", "e-SNLI", "nli",
+    DatasetSpec("esnli", "nli",
                 {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
                  "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
                 _norm_nli(None), _nli_model_input, ("premise", "hypothesis"), parse_esnli, ("\nPremise:",), 1 / 3, POOL_NOTE),
-    DatasetSpec("anli1", "ANLI-R1", "nli",
+    DatasetSpec("anli1", "nli",
                 {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
                  "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
                 _norm_nli("uid"), _nli_model_input, ("premise", "hypothesis"), parse_anli, ("\nPremise:",), 1 / 3, POOL_NOTE),

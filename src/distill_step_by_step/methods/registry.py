@@ -1,5 +1,6 @@
 """The training methods, each one object in one registry: what it trains on, which task sub-batches a step
-runs with which loss weights, how its output is read back, how it shows rationales, and how reports name it.
+runs with which loss weights, how its output is read back and how it shows rationales (how reports name and
+draw it: ``report/presentation.py``).
 
 * ``finetune``: input -> gold label (standard fine-tuning).
 * ``distill``: input -> teacher label (standard distillation; the unlabeled setting).
@@ -8,7 +9,7 @@ runs with which loss weights, how its output is read back, how it shows rational
 * ``single_task``: input -> ``rationale Answer: label`` (ablation); the label is read back from the output.
 
 Adding a method is one :class:`Method` subclass passed to :func:`register` (its settings, its examples,
-its task units for a given step, its output reading, its title and plot style), and its tests; the
+its task units for a given step, its output reading), and its tests; the
 settings, the training loop, inference and the report take everything from here. A module named in the
 environment variable ``DSS_PLUGINS`` is imported when the registry is first read: a method (or a dataset)
 defined outside the package registers itself there.
@@ -92,12 +93,8 @@ class Method:
     """A training method. The base class is standard fine-tuning's behaviour: one label task, weight 1."""
 
     name: ClassVar[str]
-    title: ClassVar[str]  # how reports name it
-    tag: ClassVar[str | None] = None  # how DVC metrics name it (short: `dvc exp show` columns); None: its name
-    style: ClassVar[tuple[str, str]] = ("gray", "x")  # plot colour and marker
     settings: ClassVar[tuple[str, ...]] = ()  # what params.yaml may set under methods.<name>
     fixed: ClassVar[Mapping[str, Any]] = {}  # the settings it fixes (finetune trains on gold labels)
-    compared_as: ClassVar[str | None] = None  # the rival's name in the paper's claim (a), if step-by-step is compared with it
 
     def predict_source(self, record: dict[str, Any], separator: str | None) -> str:
         """The text the student sees when asked for a label (also at test time)."""
@@ -143,20 +140,15 @@ class Method:
 
 
 class FineTune(Method):
-    tag = "ft"
-    name, title, style, fixed, compared_as = ("finetune", "standard fine-tuning", ("tab:blue", "o"),
-                                              {"labels": "gold"}, "fine-tuning")
+    name, fixed = "finetune", {"labels": "gold"}
 
 
 class Distill(Method):
-    tag = "kd"
-    name, title, style, fixed, compared_as = ("distill", "standard distillation", ("tab:orange", "s"),
-                                              {"labels": "teacher"}, "distillation")
+    name, fixed = "distill", {"labels": "teacher"}
 
 
 class StepByStep(Method):
-    tag = "sbs"
-    name, title, style, settings = "step_by_step", "distilling step-by-step", ("tab:green", "^"), ("alpha", "labels")
+    name, settings = "step_by_step", ("alpha", "labels")
 
     def predict_source(self, record: dict[str, Any], separator: str | None) -> str:
         return PREDICT_PREFIX + student_text(record, separator)
@@ -186,8 +178,7 @@ class StepByStep(Method):
 
 
 class SingleTask(Method):
-    tag = "st"
-    name, title, style, settings = "single_task", "single-task (rationale+label)", ("tab:purple", "D"), ("labels",)
+    name, settings = "single_task", ("labels",)
     rationale_in_label = True
 
     def example(self, record: dict[str, Any], label: str, separator: str | None, stats: RowStats) -> TextExample | None:

@@ -28,10 +28,10 @@ from ..data.datasets import get_spec
 from ..data.scoring import RULES
 from ..errors import DataError
 from ..jsonio import atomic_open, read_json, read_jsonl, write_json
-from ..methods.registry import get_method
 from ..settings import GridConfig, Settings, TeacherConfig
 from ..train.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
 from .intervals import Bootstrap, Interval
+from .presentation import dataset_title, method_look
 
 SBS = "step_by_step"
 TEACHER = "teacher"  # the `against` of a comparison with the teacher
@@ -67,7 +67,7 @@ def pct(fraction: float | str) -> str:
 
 
 def _title(method: str) -> str:
-    return get_method(method).title
+    return method_look(method).title
 
 
 # ----- reading -----
@@ -183,7 +183,7 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
             for fraction in (float(f) for f in grid.fractions):
                 sbs = _seed_matrix(res, dataset, SBS, student, fraction)
                 for rival in grid.methods:
-                    if rival != SBS and get_method(rival).compared_as:
+                    if rival != SBS and method_look(rival).compared_as:
                         add(dataset, student, fraction, SBS, rival, sbs,
                             _seed_matrix(res, dataset, rival, student, fraction))
                 for method in grid.methods:
@@ -256,7 +256,7 @@ def summary_metrics(points: pd.DataFrame, comps: pd.DataFrame, res: GridResults)
 
 def _tag(method: str) -> str:
     """A method's short name in the metrics (the teacher is ``teacher``)."""
-    return method if method == TEACHER else (get_method(method).tag or method)
+    return method if method == TEACHER else method_look(method).tag
 
 
 # ----- the claims -----
@@ -272,7 +272,7 @@ def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher
     equal = mine[(mine.method == SBS) & (mine.against != TEACHER) & (mine.against_fraction == mine.fraction)]
     for rival, group in equal.groupby("against", sort=False):
         counts = group.verdict.value_counts()
-        lines.append(f"- (a) step-by-step against {get_method(rival).compared_as} at equal data, {len(group)} "
+        lines.append(f"- (a) step-by-step against {method_look(rival).compared_as} at equal data, {len(group)} "
                      f"(student, fraction) points: ahead at {counts.get('ahead', 0)}, behind at "
                      f"{counts.get('behind', 0)}, cannot tell at {counts.get('cannot tell', 0)}.")
         lines += [f"  - {r.student} at {pct(r.fraction)}: {r.verdict}, {_iv(r).points()}" for r in group.itertuples()]
@@ -428,7 +428,7 @@ def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: 
         lines += [f"**{len(res.missing)} of {len(grid.cells())} cells of this grid have no results yet** (shown as –): "
                   + ", ".join(c.name for c in res.missing[:12]) + (", ..." if len(res.missing) > 12 else "") + ".", ""]
     for dataset in grid.datasets:
-        lines += [f"## {get_spec(dataset).title}", "", *[f"- {f}" for f in _facts(dataset, context)], "",
+        lines += [f"## {dataset_title(dataset)}", "", *[f"- {f}" for f in _facts(dataset, context)], "",
                   accuracy_table(points, res, grid, dataset, name), "",
                   *claim_lines(comps, points, dataset, name), "",
                   f"![accuracy vs training fraction](plots/{dataset}_by_fraction.png)",
@@ -530,7 +530,7 @@ def plot_by_fraction(points: pd.DataFrame, grid: GridConfig, dataset: str, teach
             ps = points[(points.student == student) & (points.method == method)].sort_values("fraction")
             if ps.empty:
                 continue
-            color, marker = get_method(method).style
+            color, marker = method_look(method).color, method_look(method).marker
             ax.plot(ps.fraction, ps.accuracy, marker=marker, color=color, label=_title(method))
             ax.fill_between(ps.fraction, ps.low, ps.high, color=color, alpha=0.15, linewidth=0)
         _axes_style(ax, dataset, teacher, teacher_name)
@@ -543,7 +543,7 @@ def plot_by_fraction(points: pd.DataFrame, grid: GridConfig, dataset: str, teach
         ax.set_xlabel("training examples (fraction of the pool)")
     axes[0][0].set_ylabel("test accuracy (lenient)")
     _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{get_spec(dataset).title}: accuracy vs amount of training data" + _interval_note(grid))
+    fig.suptitle(f"{dataset_title(dataset)}: accuracy vs amount of training data" + _interval_note(grid))
     return _save(fig, path)
 
 
@@ -558,7 +558,7 @@ def plot_by_size(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: 
     for method in grid.methods:
         ps = at[at.method == method].sort_values("params_m")
         if not ps.empty:
-            color, marker = get_method(method).style
+            color, marker = method_look(method).color, method_look(method).marker
             ax.errorbar(ps.params_m, ps.accuracy, yerr=[ps.accuracy - ps.low, ps.high - ps.accuracy], marker=marker,
                         color=color, capsize=3, label=_title(method))
     _axes_style(ax, dataset, teacher, teacher_name)
@@ -570,7 +570,7 @@ def plot_by_size(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: 
     ax.margins(x=0.08)
     ax.set_xlabel("student size (parameters)")
     ax.set_ylabel("test accuracy (lenient)")
-    ax.set_title(f"{get_spec(dataset).title}: accuracy vs student size ({pct(largest)} of the data)"
+    ax.set_title(f"{dataset_title(dataset)}: accuracy vs student size ({pct(largest)} of the data)"
                  + _interval_note(grid), fontsize=10)
     _legend_below(fig, ax)
     return _save(fig, path)
@@ -586,7 +586,7 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
     shown = sorted({min(c.fraction for c in curves), max(c.fraction for c in curves)}, reverse=True) if curves else []
     for ax, student in zip(axes[0], students):
         for method in grid.methods:
-            color, marker = get_method(method).style
+            color, marker = method_look(method).color, method_look(method).marker
             for fraction, style in zip(shown, ("-", "--")):
                 c = next((c for c in curves if (c.student, c.method, c.fraction) == (student, method, fraction)), None)
                 if c:
@@ -601,7 +601,7 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
         ax.set_xlabel("training step")
     axes[0][0].set_ylabel("validation accuracy (lenient)")
     _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{get_spec(dataset).title}: validation accuracy during training (mean over seeds)")
+    fig.suptitle(f"{dataset_title(dataset)}: validation accuracy during training (mean over seeds)")
     return _save(fig, path)
 
 

@@ -33,7 +33,8 @@ from accelerate.utils import gather_object
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
 
-from ..jsonio import code_fingerprint, content_hash
+from ..code_closure import code_fingerprint
+from ..jsonio import content_hash
 from ..settings import MethodConfig, RunConfig, StudentConfig, TrainConfig
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a state complete

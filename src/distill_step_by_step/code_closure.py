@@ -1,0 +1,80 @@
+"""Which package files a piece of code runs: the transitive closure of its imports, read with ``ast``
+(function-level imports too: code that may execute a module depends on it).
+
+This decides what counts as a change: a stage's DVC deps are its script's closure (``dvc.yaml``), and a
+cell's resumable state is kept only while the closure of the training code is unchanged. Presentation
+(``report/``) and operations (``ops/``) are outside the training code's closure, so editing them
+invalidates no cell and no half-trained state.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "distill_step_by_step"
+
+
+def module_file(src: Path, dotted: str) -> Path | None:
+    """``distill_step_by_step.teachers.http`` -> its file under ``src`` (a module or a package's __init__)."""
+    base = src.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def imported(tree: ast.AST, dotted_self: str, is_package: bool) -> set[str]:
+    """Dotted names of the package modules a module imports (absolute and relative, at any depth)."""
+    out: set[str] = set()
+    here = dotted_self.split(".") if is_package else dotted_self.split(".")[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == PACKAGE}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.split(".")[0] != PACKAGE:
+                continue
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}  # `from . import x` may name a submodule
+    return out
+
+
+def closure(script: Path, src: Path, dotted: str = "__main__") -> set[Path]:
+    """Every package file that running ``script`` (a stage script, or the package module ``dotted``) may
+    import, parent packages included."""
+    todo = [(script, dotted, dotted != "__main__" and script.name == "__init__.py")]
+    seen: set[Path] = set()
+    while todo:
+        path, dotted, is_package = todo.pop()
+        for name in imported(ast.parse(path.read_text()), dotted, is_package):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too
+                f = module_file(src, ".".join(parts[:i]))
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    todo.append((f, ".".join(parts[:i]), f.name == "__init__.py"))
+    return seen
+
+
+SRC = Path(__file__).resolve().parents[1]
+TRAINING = "distill_step_by_step.train.train_score"  # the code a cell's training runs
+
+
+def code_fingerprint(module: str = TRAINING, src: Path = SRC) -> str:
+    """A fingerprint of the package files ``module`` runs (itself and its import closure): resumable work
+    saved by code that differs there is not reused; other edits (the report, the grid tools) keep it."""
+    start = module_file(src, module)
+    if start is None:
+        raise ValueError(f"no module {module} under {src}")
+    files = sorted({start, *closure(start, src, module)})
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

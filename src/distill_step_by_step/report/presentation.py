@@ -1,0 +1,52 @@
+"""How reports name and draw methods and datasets: titles, plot colours and markers, the short tags of the
+DVC metrics, and the rival's name in the paper's claim (a).
+
+This lives with the report, not with the methods and datasets: the training stages never import it, so
+editing a title or a colour reruns the ``report`` stages only and leaves every trained cell current. A method
+or dataset without an entry here is shown under its own name, in grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MethodLook:
+    """How reports show one method."""
+
+    title: str  # its name in tables, claims and legends
+    tag: str  # its short name in the DVC metrics (`dvc exp show` columns)
+    color: str = "gray"  # a matplotlib colour
+    marker: str = "x"  # a matplotlib marker
+    compared_as: str | None = None  # the rival's name in claim (a), if step-by-step is compared with it there
+
+
+METHOD_LOOKS: dict[str, MethodLook] = {
+    "finetune": MethodLook("standard fine-tuning", "ft", "tab:blue", "o", "fine-tuning"),
+    "distill": MethodLook("standard distillation", "kd", "tab:orange", "s", "distillation"),
+    "step_by_step": MethodLook("distilling step-by-step", "sbs", "tab:green", "^"),
+    "single_task": MethodLook("single-task (rationale+label)", "st", "tab:purple", "D"),
+}
+
+DATASET_TITLES: dict[str, str] = {"cqa": "CommonsenseQA", "svamp": "SVAMP", "esnli": "e-SNLI", "anli1": "ANLI-R1"}
+
+
+def method_look(name: str) -> MethodLook:
+    """How reports show the method ``name`` (its own name, in grey, when it has no entry)."""
+    return METHOD_LOOKS.get(name) or MethodLook(name, name)
+
+
+def dataset_title(name: str) -> str:
+    """How reports name the dataset ``name``."""
+    return DATASET_TITLES.get(name, name)
+
+
+def register_look(name: str, look: MethodLook) -> None:
+    """Show a method (a plugin's: ``DSS_PLUGINS``) this way in reports."""
+    METHOD_LOOKS[name] = look
+
+
+def register_dataset_title(name: str, title: str) -> None:
+    """Name a dataset (a plugin's) this way in reports."""
+    DATASET_TITLES[name] = title
