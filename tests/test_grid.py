@@ -19,6 +19,7 @@ from distill_step_by_step.train.cell import Cell, check_may_train
 from conftest import GIT, REPO, copy_project, finished_events, run, worker_env
 
 VENV = Path(sys.executable).parents[1]
+GRID = [sys.executable, "-m", "distill_step_by_step.grid"]
 
 
 @pytest.mark.parametrize("profile", sorted(p.name for p in (REPO / GRIDS_DIR).iterdir()))
@@ -178,6 +179,27 @@ def test_the_readme_scale_out_commands_on_a_fresh_clone_restore_the_committed_gr
         assert f"worker {worker}: 0 cells done (0 trained here), 0 not started (budget), 0 failed" in proc.stdout, \
             proc.stdout[-3000:]
     assert run(["git", "status", "--porcelain"], repo).stdout == "" and run(["git", "log", "--format=%s"], repo).stdout == "init\n"
+
+
+@pytest.mark.slow
+def test_the_readme_refactor_block_shows_a_cell_unchanged_and_records_the_new_code(tmp_path):
+    """A refactor (here a comment in the training loop) on a fresh clone: the README's block retrains one
+    kept smoke cell to the same bytes, and the lock then records the new code for all of them."""
+    repo = copy_project(tmp_path, committed_grids=True)
+    with (repo / "src" / "distill_step_by_step" / "train" / "training.py").open("a") as fh:
+        fh.write("# a refactor that changes no number\n")
+    run([*GIT, "commit", "-qam", "a refactor"], repo)
+    before = run([*GRID, "status", "smoke"], repo).stdout
+    assert "12 finished cells were made by code or data that changed since" in before, before
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("refactor")], cwd=repo,
+                          env=worker_env(PATH=f"{VENV / 'bin'}:{os.environ['PATH']}"), capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "grids/smoke/dvc.lock: 17 stages record this checkout's code" in proc.stdout, proc.stdout[-3000:]
+    assert "store/" not in proc.stdout and "left as it is" not in proc.stdout  # no new object: the same bytes
+    after = run([*GRID, "status", "smoke"], repo).stdout
+    assert "grid smoke: 12 of 12 cells finished" in after and "changed since" not in after, after
+    assert run(["git", "status", "--porcelain", "store", "results", "reports"], repo).stdout == ""
 
 
 @pytest.mark.slow

@@ -142,6 +142,9 @@ def test_cells_that_were_not_pushed_are_pushed_later_and_cells_of_older_code_are
     assert assembled.returncode == 0, assembled.stdout[-3000:] + assembled.stderr[-3000:]
     assert "grid tiny: 4 of 4 cells finished" in assembled.stdout and finished_events(third) == {}
     assert "4 finished cells were made by code or data that changed since" in assembled.stdout
+    # recorded from the run-cache, their files are DVC's, kept from git as those of a cell trained here
+    seen = run(["git", "status", "--porcelain", "--untracked-files=all", "results"], third).stdout.split()
+    assert seen and {Path(p).name for p in seen[1::2]} == {".gitignore"}, seen
     # and a worker there trains none of them again
     again = _grid(third, "work", "tiny", "--remote", str(remote))
     assert again.returncode == 0 and "0 cells to do" in again.stdout and finished_events(third) == {}

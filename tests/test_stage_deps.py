@@ -4,6 +4,7 @@ dvc.yaml spells a cell's paths as ``cell.Cell`` does."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,9 @@ def test_dvc_yaml_names_cell_paths_as_cell_does():
 def _code_changed(repo: Path, *pipelines: str) -> list[str]:
     """The stages of these pipelines that `dvc status` finds with a package file changed among their deps."""
     out = json.loads(run(["dvc", "status", "--json", *pipelines], repo).stdout or "{}")
-    return sorted(name for name, what in out.items() for w in what if isinstance(w, dict)
-                  for path, state in w.get("changed deps", {}).items()
-                  if "src/distill_step_by_step/" in path and state == "modified")
+    return sorted({name for name, what in out.items() for w in what if isinstance(w, dict)
+                   for path, state in w.get("changed deps", {}).items()
+                   if "src/distill_step_by_step/" in path and state == "modified"})
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -105,6 +106,13 @@ def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(t
     cells = [s for s in stale if "train_score@" in s]
     assert len(cells) == 8 + 12 and "report" not in stale  # the demo's and the smoke grid's: all of them
 
+    # had that edit changed no number, `grid commit` records the new code in the lock, outputs untouched
+    lock = repo / "grids" / "smoke" / "dvc.lock"
+    outs = {k: v["outs"] for k, v in yaml.safe_load(lock.read_text())["stages"].items()}
+    run([sys.executable, "-m", "distill_step_by_step.grid", "commit", "smoke"], repo)
+    assert _code_changed(repo, "grids/smoke/dvc.yaml") == []
+    assert {k: v["outs"] for k, v in yaml.safe_load(lock.read_text())["stages"].items()} == outs
+
 
 def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_path):
     src = tmp_path / "src"
@@ -118,3 +126,16 @@ def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_pa
     with (pkg / "train" / "training.py").open("a") as fh:
         fh.write("# an edit to the training code\n")
     assert code_fingerprint(src=src) != before
+
+
+def test_grid_commit_leaves_a_stage_whose_data_parameters_or_outputs_changed():
+    from distill_step_by_step.ops.grid import _not_code
+
+    code = {"changed deps": {"../../src/distill_step_by_step/train/training.py": "modified",
+                             "../../stages/train_score.py": "modified"}}
+    assert _not_code([code, {"changed outs": {"models/smoke/x": "not in cache"}}]) is None
+    assert _not_code([{"changed deps": {"data/smoke/corpus/anli1/train.jsonl": "modified"}}]) == \
+        "data/smoke/corpus/anli1/train.jsonl modified"
+    assert "grids/smoke/params.yaml" in _not_code([code, {"changed deps": {"grids/smoke/params.yaml": {"train.lr": "modified"}}}])
+    assert _not_code([{"changed outs": {"results/smoke/x/metrics.json": "modified"}}]) == \
+        "outputs changed: results/smoke/x/metrics.json modified"

@@ -46,8 +46,8 @@ import yaml
 from ..errors import StageError
 from ..train.cell import CURVE_FILE, GRIDS_DIR as GRIDS, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE, WORKER_ENV, Cell
 from .profiles import apply_profile, load_profile
-from .remotes import (adopt_cells, changed_settings, forget_cells, push_cells, require_remote, resolve_remote,
-                      verify_store)
+from .remotes import (adopt_cells, changed_settings, forget_cells, ignore_outputs, push_cells, require_remote,
+                      resolve_remote, verify_store)
 from ..settings import Settings, parse_settings, read_params
 
 GRIDS_DIR = Path(GRIDS)
@@ -349,6 +349,7 @@ def adopt(grid: Grid, remote: str | None) -> list[Cell]:
         print(f"  {len(lost)} cells of the run-cache have no outputs to fetch (first: {cells[lost[0]].name}): "
               "left to train", flush=True)
     got = [cells[n] for n in names if n not in lost]
+    ignore_outputs(grid.root, [grid.target(c.stage) for c in got])
     if got:
         print(f"  recorded {len(got)} finished cells from the run-cache (any code version)", flush=True)
     return got
@@ -428,6 +429,48 @@ def assemble(grid: Grid, remote: str | None) -> list[Cell]:
         dvc("repro", "-s", grid.target("report"))
         keep(grid)
     return [c for c in grid.cells() if c not in finished]
+
+
+def commit_code(grid: Grid) -> tuple[list[str], dict[str, str]]:
+    """Record this checkout's code in the lock for every stage the lock holds whose only change is code,
+    with DVC's own ``commit`` (forced; an output this clone lacks, such as a checkpoint the store does not
+    keep, keeps its recorded hash): after a refactor shown to change no number (README "After a
+    refactor"). The data stages are run first (DVC reruns them only if their code changed). Returns the
+    stages recorded, and those left as they are with why (changed data or parameters)."""
+    from dvc.repo import Repo
+
+    restore_kept(grid)
+    dvc("repro", "-q", grid.target(DATA_STAGE))
+    proc = subprocess.run(["dvc", "status", "--json", grid.pipeline], capture_output=True, text=True, check=True,
+                          cwd=grid.root)
+    changed = json.loads(proc.stdout or "{}")
+    repo, names, left = Repo(str(grid.root)), [], {}
+    stages = {s.addressing.rsplit(":", 1)[-1] for s in repo.stage.collect(grid.pipeline)}
+    for name in sorted(set(grid.locked()) & stages):
+        why = _not_code(changed.get(name, []))
+        if why:
+            left[name] = why
+            continue
+        repo.commit(grid.target(name), force=True, allow_missing=True)
+        names.append(name)
+    return names, left
+
+
+def _not_code(status: list[Any]) -> str | None:
+    """What in a stage's ``dvc status`` is not a change of code (a package module or stage script)."""
+    for what in status:
+        if not isinstance(what, dict):
+            return str(what)
+        for path, state in what.get("changed deps", {}).items():
+            if not path.replace("../", "").startswith(("src/", "stages/")):
+                return f"{path} {state}"
+        if "changed outs" in what:
+            moved = {p: st for p, st in what["changed outs"].items() if st not in ("deleted", "not in cache")}
+            if moved:
+                return "outputs changed: " + ", ".join(f"{p} {st}" for p, st in sorted(moved.items()))
+        if set(what) - {"changed deps", "changed outs"}:
+            return ", ".join(sorted(set(what) - {"changed deps", "changed outs"}))
+    return None
 
 
 def keep(grid: Grid) -> None:
@@ -560,7 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("status", help="finished and missing cells, with estimates")
     r = sub.add_parser("report", help="rebuild the report from the cells the repository keeps (trains nothing)")
     k = sub.add_parser("keep", help="push the finished cells' small outputs into the repository's store")
-    for p in (w, a, s, r, k):
+    c = sub.add_parser("commit", help="record this checkout's code in the lock for every stage it holds "
+                                      "(after a refactor shown to change no number)")
+    for p in (w, a, s, r, k, c):
         p.add_argument("profile", help=f"a profile with a grid under grids/, or {DEFAULT} (the repository's own pipeline)")
     for p in (w, a):
         p.add_argument("--remote", help="a DVC remote URL or folder the workers share (none: this clone alone)")
@@ -596,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
             report(grid)
         elif args.action == "keep":
             keep(grid)
+        elif args.action == "commit":
+            names, left = commit_code(grid)
+            print(f"{grid.folder / 'dvc.lock'}: {len(names)} stages record this checkout's code")
+            for name, why in left.items():
+                print(f"  left as it is: {name}: {why}")
         else:
             restore_kept(grid)  # a fresh clone has the lock, and the cells' files in the store
             print("\n".join(status_lines(grid, args.guess_minutes)))

@@ -217,6 +217,20 @@ def adopt_cells(lock_path: Path, stages: dict[str, set[str]], root: Path, params
     return sorted(found)
 
 
+def ignore_outputs(root: Path, targets: Iterable[str]) -> None:
+    """Have DVC list these stages' outputs in their folders' ``.gitignore``, as ``dvc repro`` does for a
+    stage it runs: a cell recorded from the run-cache (:func:`adopt_cells`) is otherwise seen by git, and
+    ``git add results/<grid>`` would commit its files beside the store's copies."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo, repo.scm_context(quiet=True):
+        for target in targets:
+            for stage in repo.stage.collect(target):
+                for out in stage.outs:
+                    if not repo.scm.is_tracked(out.fspath):
+                        out.ignore()
+
+
 def forget_cells(lock_path: Path, names: Iterable[str]) -> None:
     """Remove stages from a lock (adopted cells whose outputs could not be fetched)."""
     from dvc.utils.serialize import dump_yaml
