@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from distill_step_by_step.jsonio import write_json, write_jsonl
-from distill_step_by_step.report.report import (collect, collect_curves, comparison_table, markdown, missing_cells,
-                                         point_table)
+from distill_step_by_step.report.reading import collect, collect_curves, missing_cells
+from distill_step_by_step.report.report import comparison_table, markdown, point_table
 from distill_step_by_step.settings import GridConfig
 
 GRID = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small", "big"], [0.5, 1.0], [0, 1])

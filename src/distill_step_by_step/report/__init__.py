@@ -1,2 +1,4 @@
-"""The ``report`` stage: tables, paired comparisons and verdicts on the paper's claims, and plots
-(``report.py``), with the bootstrap intervals they rest on (``intervals.py``). Reads only what other stages wrote."""
+"""The ``report`` stage (``report.py``: tables, paired comparisons, verdicts on the paper's claims, the Markdown,
+DVC's summary metrics), what it reads (``reading.py``), its plots (``plots.py``), the bootstrap intervals its
+comparisons rest on (``intervals.py``) and how methods and datasets are named and drawn (``presentation.py``).
+It reads only what other stages wrote."""

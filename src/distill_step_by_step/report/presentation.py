@@ -50,3 +50,8 @@ def register_look(name: str, look: MethodLook) -> None:
 def register_dataset_title(name: str, title: str) -> None:
     """Name a dataset (a plugin's) this way in reports."""
     DATASET_TITLES[name] = title
+
+
+def pct(fraction: float | str) -> str:
+    """A data fraction as a percentage: 0.125 -> '12.5%'."""
+    return f"{100 * float(fraction):.4g}%"

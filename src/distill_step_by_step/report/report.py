@@ -1,5 +1,5 @@
 """The ``report`` stage: every grid cell and the teacher as tables, paired comparisons with intervals, verdicts
-on the paper's claims, and plots.
+on the paper's claims, the Markdown report, DVC's metrics and plot data, and the plots (``plots.py``).
 
 Everything here is read from files other stages wrote (``<results>/<cell>/``: ``metrics.json``,
 ``predictions.jsonl`` and ``valid_curve.json`` from ``train_score``; ``<reports>/baseline.json`` and
@@ -16,27 +16,21 @@ intervals are of) and ``exact`` (the authors' rule, to compare with the paper).
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..data.datasets import get_spec
 from ..data.scoring import RULES
-from ..errors import DataError
-from ..jsonio import atomic_open, read_json, read_jsonl, write_json
+from ..jsonio import atomic_open, read_json, write_json
 from ..settings import GridConfig, Settings, TeacherConfig
-from ..train.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, Cell
 from .intervals import Bootstrap, Interval
-from .presentation import dataset_title, method_look
+from .plots import plot_by_fraction, plot_by_size, plot_curves
+from .presentation import dataset_title, method_look, pct
+from .reading import TEACHER, Curve, GridResults, collect, collect_curves
 
 SBS = "step_by_step"
-TEACHER = "teacher"  # the `against` of a comparison with the teacher
-CELL_COLUMNS = ["dataset", "method", "student", "params_m", "fraction", "n_train", "seed", "accuracy", "exact_accuracy",
-                "n_test"]
 # From the paper's abstract (Hsieh et al., 2023), quoted, not re-measured: the exact per-cell figures are
 # plotted in the paper's figures and are not transcribed here.
 PAPER_CLAIMS = (
@@ -60,76 +54,6 @@ PAPER_FINDING = {
          "than standard fine-tuning needs, or where it never gets there",
 }
 
-
-def pct(fraction: float | str) -> str:
-    """A data fraction as a percentage: 0.125 -> '12.5%'."""
-    return f"{100 * float(fraction):.4g}%"
-
-
-def _title(method: str) -> str:
-    return method_look(method).title
-
-
-# ----- reading -----
-
-def grid_cells(grid: GridConfig) -> list[Cell]:
-    return [Cell(d, m, s, str(f), seed) for d, m, s, f, seed in grid.cells()]
-
-
-def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:
-    """The grid's cells that have no results yet."""
-    return [c for c in grid_cells(grid) if not (c.results_dir(results_root) / METRICS_FILE).is_file()]
-
-
-@dataclass
-class GridResults:
-    """What the report is made from: the finished cells, each one's per-example correctness, the teacher's."""
-
-    cells: pd.DataFrame  # CELL_COLUMNS, one row per finished cell
-    correct: dict[tuple[str, str, str, float, int], np.ndarray]  # (dataset, method, student, fraction, seed) -> 0/1
-    teacher: pd.DataFrame  # dataset, accuracy, exact_accuracy, n_test: on the students' test examples
-    teacher_correct: dict[str, np.ndarray]
-    missing: list[Cell]
-
-
-def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig) -> GridResults:
-    """Read every finished cell of the grid and the teacher's answers on the same test examples."""
-    rows, correct = [], {}
-    for cell in grid_cells(grid):
-        folder = cell.results_dir(results_root)
-        if not (folder / METRICS_FILE).is_file():
-            continue
-        m = read_json(folder / METRICS_FILE)
-        info = m.get("record", {})
-        key = (cell.dataset, cell.method, cell.student, float(cell.fraction), int(cell.seed))
-        rows.append({"dataset": cell.dataset, "method": cell.method, "student": cell.student,
-                     "params_m": info.get("params_m"), "fraction": key[3], "n_train": info.get("n_train"),
-                     "seed": key[4], "accuracy": m["accuracy"], "exact_accuracy": m.get("exact_accuracy"),
-                     "n_test": m["n"]})
-        correct[key] = _correct_of(folder / PREDICTIONS_FILE, m["n"])
-    cells = pd.DataFrame(rows, columns=CELL_COLUMNS).astype({"n_train": "Int64", "seed": "Int64", "n_test": "Int64"})
-    baseline = read_json(Path(reports_root) / "baseline.json")
-    teacher, teacher_correct = [], {}
-    for dataset in grid.datasets:
-        if dataset not in baseline:
-            raise DataError(f"no teacher baseline for {dataset!r}", path=str(Path(reports_root) / "baseline.json"),
-                            hint="run `dvc repro baseline`")
-        b = baseline[dataset]
-        teacher.append({"dataset": dataset, "accuracy": b["accuracy"], "exact_accuracy": b.get("exact_accuracy"),
-                        "n_test": b["n"]})
-        teacher_correct[dataset] = _correct_of(Path(reports_root) / TEACHER / f"{dataset}.jsonl", b["n"])
-    return GridResults(cells, correct, pd.DataFrame(teacher), teacher_correct, missing_cells(results_root, grid))
-
-
-def _correct_of(path: Path, n: int) -> np.ndarray:
-    rows = read_jsonl(path)
-    if len(rows) != n:
-        raise DataError(f"{len(rows)} predictions where the scores count {n}", path=str(path),
-                        hint="the predictions and metrics come from different runs: run `dvc repro`")
-    return np.array([bool(r["correct"]) for r in rows], dtype=np.float32)
-
-
-# ----- the tables -----
 
 def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float) -> np.ndarray | None:
     """(seeds, examples) 0/1 correctness of one method at one point, seeds in order; None without cells."""
@@ -297,10 +221,10 @@ def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher
         ok = group[group.verdict != "behind"].sort_values(["params_m", "fraction"])
         if ok.empty:
             best = group.sort_values("difference").iloc[-1]
-            lines.append(f"  - {_title(method)}: none; closest: {best.student} at {pct(best.fraction)}, {_iv(best).points()}")
+            lines.append(f"  - {method_look(method).title}: none; closest: {best.student} at {pct(best.fraction)}, {_iv(best).points()}")
         else:
             r = ok.iloc[0]
-            lines.append(f"  - {_title(method)}: {r.student} ({r.params_m:g}M) at {pct(r.fraction)}: {r.verdict}, "
+            lines.append(f"  - {method_look(method).title}: {r.student} ({r.params_m:g}M) at {pct(r.fraction)}: {r.verdict}, "
                          f"{_iv(r).points()}")
     return lines + agreement_lines(mine, points[points.dataset == dataset], dataset)
 
@@ -380,7 +304,7 @@ def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dat
             size = mine[(mine.method == method) & (mine.student == student)].params_m
             texts = [wide.loc[(method, student), f] if (method, student) in wide.index and f in wide.columns
                      and pd.notna(wide.loc[(method, student), f]) else "–" for f in fractions]
-            rows.append([_title(method), student, f"{size.iloc[0]:g}" if len(size) else "?", *texts])
+            rows.append([method_look(method).title, student, f"{size.iloc[0]:g}" if len(size) else "?", *texts])
     t = res.teacher.set_index("dataset").loc[dataset]
     teacher_text = f"{t.accuracy:.1%}" + (f" ({t.exact_accuracy:.1%})" if pd.notna(t.exact_accuracy) else "")
     rows.append(["teacher (few-shot CoT)", teacher_name, "–", *[teacher_text] * len(fractions)])
@@ -442,45 +366,6 @@ def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: 
     return "\n".join(lines)
 
 
-# ----- validation curves -----
-
-@dataclass
-class Curve:
-    """The validation curve of one (dataset, method, student, fraction), averaged over its seeds."""
-
-    dataset: str
-    method: str
-    student: str
-    fraction: float
-    steps: list[int]
-    accuracies: list[float]
-
-    def late_gain(self) -> float:
-        """How much the best validation accuracy (the checkpoint selection keeps) rose over the last quarter
-        of training: zero once it has flattened. The best, not the last, so that one noisy dip before the
-        last quarter does not count as a gain."""
-        last = self.steps[-1]
-        before = [a for s, a in zip(self.steps, self.accuracies) if s <= 0.75 * last] or self.accuracies[:1]
-        return max(self.accuracies) - max(before)
-
-
-def collect_curves(results_root: str | Path, grid: GridConfig) -> list[Curve]:
-    """Every grid point's validation curve (mean over seeds at the steps all its seeds validated at)."""
-    runs: dict[tuple[str, str, str, float], list[dict[int, float]]] = {}
-    for cell in grid_cells(grid):
-        path = cell.results_dir(results_root) / CURVE_FILE
-        if path.is_file():
-            key = (cell.dataset, cell.method, cell.student, float(cell.fraction))
-            runs.setdefault(key, []).append({p["step"]: p["valid_accuracy"] for p in read_json(path)})
-    curves = []
-    for (dataset, method, student, fraction), seeds in runs.items():
-        steps = sorted(set.intersection(*(set(s) for s in seeds)))
-        if steps:
-            curves.append(Curve(dataset, method, student, fraction, steps,
-                                [statistics.fmean(s[step] for s in seeds) for step in steps]))
-    return curves
-
-
 def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
     """Whether training had flattened: validation accuracy gained over the last quarter of the steps."""
     if not curves:
@@ -489,136 +374,11 @@ def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
     rising = [c for c in curves if c.late_gain() > 0.01]
     return [f"Validation curves (mean over seeds): over the last quarter of training, the best validation "
             f"accuracy rose by at most "
-            f"{100 * steep.late_gain():+.1f} points ({_title(steep.method)}, {steep.student}, "
+            f"{100 * steep.late_gain():+.1f} points ({method_look(steep.method).title}, {steep.student}, "
             f"{pct(steep.fraction)} of the data); {len(rising)} of {len(curves)} (method, student, fraction) points "
             "still gained more than 1 point, so "
             + ("those were still learning when training stopped." if rising else "every curve had flattened."), "",
             f"![validation accuracy during training](plots/{dataset}_valid_curves.png)", ""]
-
-
-# ----- plots -----
-
-def _axes_style(ax: Any, dataset: str, teacher: float | None, teacher_name: str) -> None:
-    """Teacher line, chance line, a 0-100% axis with percentages, light grid."""
-    import matplotlib.ticker
-
-    if teacher is not None:
-        ax.axhline(teacher, color="black", linestyle="--", linewidth=1.2, label=f"{teacher_name} (teacher, few-shot CoT)")
-    if (chance := get_spec(dataset).chance) is not None:
-        ax.axhline(chance, color="gray", linestyle=":", linewidth=1.2, label="chance")
-    ax.set_ylim(0, 1)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
-
-
-def _interval_note(grid: GridConfig) -> str:
-    return ("\nmean over seeds; bands: 95% intervals over test examples and seeds" if len(grid.seeds) > 1 else
-            "\n1 seed; bands: 95% intervals over test examples only")
-
-
-def plot_by_fraction(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
-                     path: Path) -> Path:
-    """Accuracy vs training fraction, a panel per student, each method's 95% interval shaded."""
-    import matplotlib.pyplot as plt
-
-    students = list(points.sort_values("params_m").student.unique()) or list(grid.students[:1])
-    fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
-    fractions = sorted(points.fraction.unique())
-    for ax, student in zip(axes[0], students):
-        for method in grid.methods:
-            ps = points[(points.student == student) & (points.method == method)].sort_values("fraction")
-            if ps.empty:
-                continue
-            color, marker = method_look(method).color, method_look(method).marker
-            ax.plot(ps.fraction, ps.accuracy, marker=marker, color=color, label=_title(method))
-            ax.fill_between(ps.fraction, ps.low, ps.high, color=color, alpha=0.15, linewidth=0)
-        _axes_style(ax, dataset, teacher, teacher_name)
-        ax.set_xscale("log", base=2)
-        if fractions:
-            n = {f: points[points.fraction == f].n_train.iloc[0] for f in fractions}
-            ax.set_xticks(fractions, [f"{pct(f)}\n(n={n[f]})" for f in fractions])
-        size = points[points.student == student].params_m
-        ax.set_title(f"{student} ({size.iloc[0]:g}M params)" if len(size) else student)
-        ax.set_xlabel("training examples (fraction of the pool)")
-    axes[0][0].set_ylabel("test accuracy (lenient)")
-    _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{dataset_title(dataset)}: accuracy vs amount of training data" + _interval_note(grid))
-    return _save(fig, path)
-
-
-def plot_by_size(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: float, teacher_name: str,
-                 path: Path) -> Path:
-    """Accuracy vs student size at the largest fraction, error bars: 95% intervals."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    largest = points.fraction.max() if not points.empty else max(grid.fractions)
-    at = points[points.fraction == largest]
-    for method in grid.methods:
-        ps = at[at.method == method].sort_values("params_m")
-        if not ps.empty:
-            color, marker = method_look(method).color, method_look(method).marker
-            ax.errorbar(ps.params_m, ps.accuracy, yerr=[ps.accuracy - ps.low, ps.high - ps.accuracy], marker=marker,
-                        color=color, capsize=3, label=_title(method))
-    _axes_style(ax, dataset, teacher, teacher_name)
-    ax.set_xscale("log")
-    sizes = sorted(at.params_m.unique())
-    if sizes:
-        ax.set_xticks(sizes, [f"{s:g}M\n{at[at.params_m == s].student.iloc[0]}" for s in sizes])
-    ax.minorticks_off()  # a log axis over a narrow range would label its minor ticks over the students' names
-    ax.margins(x=0.08)
-    ax.set_xlabel("student size (parameters)")
-    ax.set_ylabel("test accuracy (lenient)")
-    ax.set_title(f"{dataset_title(dataset)}: accuracy vs student size ({pct(largest)} of the data)"
-                 + _interval_note(grid), fontsize=10)
-    _legend_below(fig, ax)
-    return _save(fig, path)
-
-
-def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path) -> Path:
-    """Validation accuracy vs training step, a panel per student: the largest fraction solid, the smallest dashed."""
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    students = [s for s in grid.students if any(c.student == s for c in curves)] or list(grid.students[:1])
-    fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
-    shown = sorted({min(c.fraction for c in curves), max(c.fraction for c in curves)}, reverse=True) if curves else []
-    for ax, student in zip(axes[0], students):
-        for method in grid.methods:
-            color, marker = method_look(method).color, method_look(method).marker
-            for fraction, style in zip(shown, ("-", "--")):
-                c = next((c for c in curves if (c.student, c.method, c.fraction) == (student, method, fraction)), None)
-                if c:
-                    ax.plot(c.steps, c.accuracies, style, marker=marker, markersize=3, color=color,
-                            label=f"{_title(method)}, {pct(fraction)} of the data")
-        if (chance := get_spec(dataset).chance) is not None:
-            ax.axhline(chance, color="gray", linestyle=":", linewidth=1.2, label="chance")
-        ax.set_ylim(0, 1)
-        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-        ax.grid(alpha=0.3)
-        ax.set_title(student)
-        ax.set_xlabel("training step")
-    axes[0][0].set_ylabel("validation accuracy (lenient)")
-    _legend_below(fig, axes[0][0])
-    fig.suptitle(f"{dataset_title(dataset)}: validation accuracy during training (mean over seeds)")
-    return _save(fig, path)
-
-
-def _legend_below(fig: Any, ax: Any) -> None:
-    # Below the axes, so no point near chance level or the teacher line is hidden.
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8, frameon=False)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the bytes depend on the data only
-    plt.close(fig)
-    return path
 
 
 # ----- the stage -----
