@@ -17,8 +17,8 @@ from ..errors import DataError
 from ..jsonio import parse_jsonl_lines
 
 
-# The largest corpus file of the authors' archive is about 4 MB; a member far past that is not a corpus
-# (a zip bomb inflates gigabytes from kilobytes), and reading it whole would take the machine's memory.
+# Far past the largest corpus file of the authors' archive (README "Data notes"): a member that large is not a
+# corpus (a zip bomb inflates gigabytes from kilobytes), and reading it whole would take the machine's memory.
 MAX_MEMBER_BYTES = 256 * 2**20
 
 
