@@ -33,6 +33,10 @@ def train_and_score(settings: Settings, cell: Cell, model_dir: str | Path, resul
     """Train and test one cell; returns the test metrics (``None`` on the processes of a multi-GPU launch
     other than the main one, which only train)."""
     start = time.perf_counter()
+    if not torch.cuda.is_available():
+        # How many threads split a sum changes its last bits, and over a training run the numbers: one thread on
+        # every machine, so a cell trained again anywhere gives the same bytes (README "Resuming")
+        torch.set_num_threads(1)
     main = PartialState().is_main_process
     if main:
         log_event(model_dir, "started", cell=cell.name)
