@@ -96,7 +96,7 @@ def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(t
     _edit(src / "report" / "presentation.py", '"standard fine-tuning", "ft", "tab:blue"',
           '"fine-tuning on gold labels", "ft", "tab:cyan"')
     _edit(src / "report" / "presentation.py", '"esnli": "e-SNLI"', '"esnli": "e-SNLI (Camburu et al., 2018)"')
-    _edit(src / "report" / "report.py", 'linestyle=":", linewidth=1.2', 'linestyle=":", linewidth=2.0')
+    _edit(src / "report" / "plots.py", 'linestyle=":", linewidth=1.2', 'linestyle=":", linewidth=2.0')
     assert _code_changed(repo, *pipelines) == ["grids/smoke/dvc.yaml:report", "report"]
 
     run(["git", "checkout", "-q", "--", "src"], repo)
@@ -119,7 +119,7 @@ def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_pa
     shutil.copytree(REPO / "src", src)
     pkg = src / "distill_step_by_step"
     before = code_fingerprint(src=src)
-    for cosmetic in ("report/presentation.py", "report/report.py", "ops/grid.py", "ops/kit.py"):
+    for cosmetic in ("report/presentation.py", "report/report.py", "report/plots.py", "ops/grid.py", "ops/kit.py"):
         with (pkg / cosmetic).open("a") as fh:
             fh.write("# an edit that changes no cell\n")
     assert code_fingerprint(src=src) == before
