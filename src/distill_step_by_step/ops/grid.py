@@ -298,6 +298,20 @@ def dvc(*args: str, env: dict[str, str] | None = None, check: bool = True, quiet
     return proc.returncode
 
 
+def dvc_status(root: Path, targets: list[str], check: bool = False) -> dict[str, Any]:
+    """``dvc status --json`` of these targets, by stage; with ``check``, a failure (or output that is not
+    DVC's JSON) stops the command, else it reads as nothing changed."""
+    proc = subprocess.run(["dvc", "status", "--json", *targets], capture_output=True, text=True, cwd=root)
+    try:
+        if proc.returncode != 0:
+            raise ValueError(proc.stderr.strip() or f"exit {proc.returncode}")
+        return json.loads(proc.stdout or "{}")
+    except ValueError as exc:  # json.JSONDecodeError is one
+        if check:
+            raise StageError(f"`dvc status --json {' '.join(targets)}` failed: {exc}") from None
+        return {}
+
+
 def use_remote(url: str) -> None:
     """Make ``url`` (any DVC remote: a folder made absolute by :func:`remotes.resolve_remote`, s3://,
     ssh://, ...) this clone's default remote, named ``grid`` (local config: nothing committed);
@@ -441,9 +455,7 @@ def commit_code(grid: Grid) -> tuple[list[str], dict[str, str]]:
 
     restore_kept(grid)
     dvc("repro", "-q", grid.target(DATA_STAGE))
-    proc = subprocess.run(["dvc", "status", "--json", grid.pipeline], capture_output=True, text=True, check=True,
-                          cwd=grid.root)
-    changed = json.loads(proc.stdout or "{}")
+    changed = dvc_status(grid.root, [grid.pipeline], check=True)
     repo, names, left = Repo(str(grid.root)), [], {}
     stages = {s.addressing.rsplit(":", 1)[-1] for s in repo.stage.collect(grid.pipeline)}
     for name in sorted(set(grid.locked()) & stages):
@@ -569,12 +581,7 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
 def _stale(grid: Grid, finished: set[Cell]) -> list[str]:
     if not finished:
         return []
-    proc = subprocess.run(["dvc", "status", "--json", *[grid.target(c.stage) for c in sorted(finished, key=str)]],
-                          capture_output=True, text=True)
-    try:
-        changed = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        return []
+    changed = dvc_status(grid.root, [grid.target(c.stage) for c in sorted(finished, key=str)])
     return [name for name, what in changed.items() if any("changed deps" in w for w in what if isinstance(w, dict))]
 
 
