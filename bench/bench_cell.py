@@ -29,7 +29,8 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 
 def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict:
-    from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+    from distill_step_by_step.settings import RunConfig, TrainConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.train import training
     from distill_step_by_step.train.inference import score_student
 
@@ -38,7 +39,7 @@ def run_ours(student_name: str, data: benchlib.BenchData, a, work: Path) -> dict
                       max_steps=a.steps, grad_clip=1.0, eval_every=a.eval_every, max_input_tokens=a.max_input,
                       max_target_tokens=a.max_target)
     run = RunConfig(valid_batch_size=a.eval_batch_size, test_batch_size=a.eval_batch_size, log_every=10)
-    method = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
+    method = method_settings("step_by_step", {"alpha": 0.5})
     out_dir, state_dir = work / "ours" / "model", work / "ours" / "state"
     shutil.rmtree(work / "ours", ignore_errors=True)
     hooks = training.TrainHooks(on_eval=lambda event: evals.append(event.seconds))  # validation's own time

@@ -30,14 +30,15 @@ STUDENTS = {
 
 def step_seconds(student: dict, method: str, vocab: str, data: benchlib.BenchData, steps: int, warmup: int) -> float:
     """Median seconds per optimizer step after the warm-up steps."""
-    from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+    from distill_step_by_step.settings import RunConfig, TrainConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.train.training import CellData, TrainHooks, train_student
 
     stamps: list[float] = []
     cfg = TrainConfig(lr=1e-4, warmup_steps=5, weight_decay=0.01, batch_size=16, max_steps=steps, eval_every=steps,
                       max_input_tokens=128, max_target_tokens=48, freeze_embeddings=True, dropout=0.0,
                       output_vocabulary=vocab)
-    method_cfg = MethodConfig.from_params(method, {"alpha": 0.5} if method == "step_by_step" else {})
+    method_cfg = method_settings(method, {"alpha": 0.5} if method == "step_by_step" else {})
     with tempfile.TemporaryDirectory() as tmp:
         train_student(student, method_cfg, CellData(data.train, data.valid, data.answer_type), cfg, 0,
                       Path(tmp) / "out", Path(tmp) / "state", hooks=TrainHooks(on_step=lambda e: stamps.append(time.perf_counter())),

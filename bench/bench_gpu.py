@@ -96,7 +96,7 @@ def run_config(a):
 
 def step_time(method: str, data: benchlib.BenchData, a, work: Path) -> dict[str, Any]:
     """Seconds per optimizer step over ``a.steps`` steps after ``a.warmup``, and the GPU's busy share then."""
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.train import training
 
     ends: list[float] = []
@@ -113,7 +113,7 @@ def step_time(method: str, data: benchlib.BenchData, a, work: Path) -> dict[str,
             sampler.__exit__()
 
     with benchlib.PeakRSS() as mem:
-        training.train_student(students()[STUDENT], MethodConfig.from_params(method, {}),
+        training.train_student(students()[STUDENT], method_settings(method, {}),
                                training.CellData(data.train, data.valid[:1], data.answer_type),
                                train_config(a, a.warmup + a.steps), 0, work / method / "model", work / method / "state",
                                {"cell": f"bench/{method}"}, training.TrainHooks(on_step=on_step), run=run_config(a))
@@ -127,7 +127,7 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
     """Label-only test decoding (ours) vs rationale + label (``a.max_target`` new tokens), examples/s."""
     import torch
 
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.students.modeling import generate
     from distill_step_by_step.students.student import build_student
     from distill_step_by_step.train.inference import predict
@@ -135,7 +135,7 @@ def decode_rates(data: benchlib.BenchData, a) -> dict[str, Any]:
     student = build_student(students()[STUDENT])
     if torch.cuda.is_available():
         student.model.to("cuda")
-    method = MethodConfig.from_params("step_by_step", {})
+    method = method_settings("step_by_step", {})
     bound = max(len(student.tokenizer(" " + r["label"], add_special_tokens=False)["input_ids"]) + 1 for r in data.train)
     info = {"max_label_tokens": bound, "max_input_tokens": a.max_input}  # as a checkpoint's inference info says
     out = {}
@@ -170,13 +170,13 @@ from distill_step_by_step.ops.gpu import claim_gpu
 claim_gpu(poll_seconds=0.2)
 import torch
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+from distill_step_by_step.settings import RunConfig, TrainConfig
 from distill_step_by_step.train import training
 from distill_step_by_step.train.inference import score_student
 args = json.loads(sys.argv[1])
 train, test = read_jsonl(args["train"]), read_jsonl(args["test"])
 run = RunConfig(**args["run"])
-training.train_student(args["student"], MethodConfig.from_params("step_by_step", {{}}),
+training.train_student(args["student"], method_settings("step_by_step", {{}}),
                        training.CellData(train, test[:1], args["answer_type"]), TrainConfig(**args["cfg"]), 0,
                        args["out"], args["out"] + "-state", run=run)
 score_student(args["out"], test, args["answer_type"], batch_size=run.test_batch_size)

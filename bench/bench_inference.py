@@ -27,18 +27,17 @@ from benchlib import PeakRSS, Report, fmt_mem
 
 def label_bound(student, records: list[dict], max_target: int) -> int:
     """``max_label_tokens`` as ``train_student`` computes it: the longest training label, EOS included."""
-    from distill_step_by_step.methods.registry import training_examples
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.methods.registry import method_settings, training_examples
     from distill_step_by_step.students.modeling import encode_rows
 
-    ex, _ = training_examples(records, MethodConfig.from_params("step_by_step", {}), student.pair_separator)
+    ex, _ = training_examples(records, method_settings("step_by_step", {}), student.pair_separator)
     rows = encode_rows(student, [e.label_source for e in ex], [e.label_target for e in ex], 512, max_target)
     return max(len(r.target) for r in rows)
 
 
 def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
     """Our real test-time path (``inference.predict``), every batch decoded to the bound."""
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.train.inference import predict
 
     gen = student.model.generation_config
@@ -48,7 +47,7 @@ def run_predict_at_bound(student, test: list[dict], bound: int, a) -> dict:
         t0 = time.perf_counter()
         # what a checkpoint's inference info says (students.inference_info): the bound and the input cut
         rows = predict(student, {"max_label_tokens": bound, "max_input_tokens": a.max_input},
-                       MethodConfig.from_params("step_by_step", {}), test, batch_size=a.batch_size)
+                       method_settings("step_by_step", {}), test, batch_size=a.batch_size)
         benchlib.sync()
         seconds = time.perf_counter() - t0
     finally:
@@ -99,12 +98,12 @@ def decode(student, sources: list[str], lengths: list[int], method, a) -> dict:
 
 def bench_dataset(dataset: str, student, a) -> dict:
     from distill_step_by_step.data.datasets import student_text
-    from distill_step_by_step.methods.registry import predict_source, single_task_target
-    from distill_step_by_step.settings import MethodConfig
+    from distill_step_by_step.methods.registry import method_settings, predict_source
+    from distill_step_by_step.methods.single_task import single_task_target
 
     data = benchlib.load_data(dataset, 2000, 0, a.n_test)
     sep = student.pair_separator
-    sbs, single = MethodConfig.from_params("step_by_step", {}), MethodConfig.from_params("single_task", {})
+    sbs, single = method_settings("step_by_step", {}), method_settings("single_task", {})
     bound = label_bound(student, data.train, a.max_target)
     label_src = [predict_source(r, sbs, sep) for r in data.test]
     label_len = target_lengths(student, [r["label"] for r in data.test], bound)

@@ -79,7 +79,8 @@ def t5_flops_per_step(batches: list[list[tuple[int, int]]], cfg) -> float:
 
 
 def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precision: str) -> dict:
-    from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+    from distill_step_by_step.settings import RunConfig, TrainConfig
+    from distill_step_by_step.methods.registry import method_settings
     from distill_step_by_step.train import training
 
     ends: list[float] = []
@@ -95,7 +96,7 @@ def run_ours(student_cfg: dict, data: benchlib.BenchData, a, work: Path, precisi
                       max_steps=a.warmup + a.steps, grad_clip=1.0, eval_every=a.warmup + a.steps,
                       max_input_tokens=a.max_input, max_target_tokens=a.max_target, mixed_precision=precision)
     shutil.rmtree(work / "ours", ignore_errors=True)
-    training.train_student(student_cfg, MethodConfig.from_params("step_by_step", {"alpha": 0.5}),
+    training.train_student(student_cfg, method_settings("step_by_step", {"alpha": 0.5}),
                            training.CellData(data.train, data.valid[:1], data.answer_type), cfg, 0, work / "ours" / "model",
                            work / "ours" / "state", {"cell": "bench/ours"}, training.TrainHooks(on_step=on_step),
                            run=RunConfig(valid_batch_size=64, log_every=10))

@@ -41,11 +41,11 @@ try:  # the authors' collator builds a DataFrame per batch; pandas is optional h
 except ImportError:  # pragma: no cover - depends on the environment
     pd = None
 
-from distill_step_by_step.methods.registry import explain_source, predict_source
-from distill_step_by_step.settings import MethodConfig
+from distill_step_by_step.methods.registry import method_settings, predict_source
+from distill_step_by_step.methods.step_by_step import explain_source
 
 HAS_PANDAS = pd is not None
-_STEP_BY_STEP = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
+_STEP_BY_STEP = method_settings("step_by_step", {"alpha": 0.5})
 
 
 def _targets(tokenizer, texts: list[str], max_length: int, eos_id: int) -> list[list[int]]:

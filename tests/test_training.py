@@ -15,8 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from distill_step_by_step.data.corpus import read_corpus
 from distill_step_by_step.jsonio import write_jsonl
+from distill_step_by_step.methods.method import cross_entropy
 from distill_step_by_step.methods.registry import task_units, training_examples, weighted_loss
-from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+from distill_step_by_step.settings import RunConfig, TrainConfig
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.students.modeling import collate, encode_rows, token_loss, units_losses
 from distill_step_by_step.students.student import build_student
 from distill_step_by_step.train.inference import score_student
@@ -41,7 +43,7 @@ def esnli_small(corpus):
 def test_each_method_learns_a_small_real_batch(tmp_path, esnli_small, method, steps):
     records = esnli_small
     cfg = TrainConfig(**FAST, max_steps=steps, eval_every=steps)
-    m = MethodConfig.from_params(method, {"alpha": 0.5} if method == "step_by_step" else {})
+    m = method_settings(method, {"alpha": 0.5} if method == "step_by_step" else {})
     student = build_student(MINILM_1)
     before = _accuracy_on(student, records, m)
     result = train_student(MINILM_1, m, CellData(records, records, "nli"), cfg, 0, tmp_path / "out", tmp_path / "state",
@@ -74,22 +76,22 @@ def test_step_by_step_objective(esnli_small):
     student = build_student(MINILM_1)
     student.model.eval()  # no dropout: losses are comparable exactly
     sep = student.pair_separator
-    sbs = lambda a: MethodConfig.from_params("step_by_step", {"alpha": a})
+    sbs = lambda a: method_settings("step_by_step", {"alpha": a})
     ex, _ = training_examples(esnli_small, sbs(0.5), sep)
     labels = encode_rows(student, [e.label_source for e in ex], [e.label_target for e in ex], 96, 48)
     rats = dict(enumerate(encode_rows(student, [e.rationale_source for e in ex], [e.rationale_target for e in ex], 96, 48)))
     batch = list(range(len(ex)))
 
     def objective(units):  # what one micro-batch back-propagates
-        return weighted_loss(units_losses(student.model, student, [r for r, _ in units], torch.device("cpu")),
+        return weighted_loss(units_losses(student.model, student, [r for r, _ in units], torch.device("cpu"), cross_entropy),
                              [w for _, w in units])
 
     with torch.no_grad():
-        l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), False)
-        l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), False)
+        l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), False, cross_entropy)
+        l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), False, cross_entropy)
         # alpha = 1 is exactly the fine-tuning objective on the same inputs (one label-task pass)
         assert torch.equal(objective(task_units(sbs(1.0), batch, labels, rats)), l_label)
-        finetune_units = task_units(MethodConfig.from_params("finetune", {}), batch, labels, {})
+        finetune_units = task_units(method_settings("finetune", {}), batch, labels, {})
         assert torch.equal(objective(finetune_units), l_label)
         mixed = objective(task_units(sbs(0.3), batch, labels, rats))
         assert torch.allclose(mixed, 0.3 * l_label + 0.7 * l_rat, atol=1e-6)
@@ -99,13 +101,15 @@ def test_step_by_step_objective(esnli_small):
 RESUME_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import TrainConfig
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.train.training import CellData, train_student
 from dataclasses import asdict
 from distill_step_by_step.settings import RunConfig
+from distill_step_by_step.methods.registry import method_settings
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
-result = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+result = train_student(args["student"], method_settings("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
                        TrainConfig(**args["cfg"]), 0, args["out"], args["state"], run=RunConfig(**args["run"]),
                        log_dir=args["log"])
 open(args["result"], "w").write(json.dumps(asdict(result)))
@@ -161,7 +165,8 @@ def _curve(log_dir: Path, metric: str) -> list[tuple[str, str]]:
 CODE_CHANGE_SCRIPT = """
 import json, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, RunConfig, TrainConfig
+from distill_step_by_step.settings import RunConfig, TrainConfig
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.train.training import CellData, TrainHooks, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
@@ -174,7 +179,7 @@ def stop_at(step):
 
 hooks = TrainHooks(on_step=stop_at(args["stop_at"])) if args["stop_at"] else None
 try:
-    result = train_student(args["student"], MethodConfig.from_params("finetune", {}), CellData(recs, recs, "nli"),
+    result = train_student(args["student"], method_settings("finetune", {}), CellData(recs, recs, "nli"),
                            TrainConfig(**args["cfg"]), 0, args["out"], args["state"], hooks=hooks,
                            run=RunConfig(save_every=1))
 except KeyboardInterrupt:
@@ -213,7 +218,7 @@ def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
     state = tmp_path / "state"
     (state / "checkpoint").mkdir(parents=True)
     (state / "checkpoint" / "trainer_state.json").write_text(json.dumps({"fingerprint": "other", "step": 1}))
-    result = train_student(MINILM_1, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
+    result = train_student(MINILM_1, method_settings("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
                            cfg, 0, tmp_path / "out", state, run=RunConfig(save_every=1))
     assert result.record["steps"] == 2 and result.timings["resumed_at_step"] is None
 
@@ -221,7 +226,7 @@ def test_state_for_other_settings_is_not_resumed(tmp_path, esnli_small):
 def test_a_kept_finished_state_makes_training_the_cell_again_only_export(tmp_path, esnli_small):
     # what train_score keeps until a cell's test is scored: a kill during test decoding costs no training
     cfg = TrainConfig(**FAST, max_steps=3, eval_every=1)
-    method, data = MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli")
+    method, data = method_settings("finetune", {}), CellData(esnli_small, esnli_small, "nli")
     first = train_student(MINILM_1, method, data, cfg, 0, tmp_path / "out", tmp_path / "state", keep_state=True)
     assert (tmp_path / "state" / "checkpoint" / "trainer_state.json").is_file() and first.timings["resumed_at_step"] is None
     steps = []
@@ -235,11 +240,12 @@ def test_a_kept_finished_state_makes_training_the_cell_again_only_export(tmp_pat
 DDP_SCRIPT = """
 import json, os, sys
 from distill_step_by_step.jsonio import read_jsonl
-from distill_step_by_step.settings import MethodConfig, TrainConfig
+from distill_step_by_step.settings import TrainConfig
+from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.train.training import CellData, train_student
 args = json.loads(sys.argv[1])
 recs = read_jsonl(args["data"])
-result = train_student(args["student"], MethodConfig.from_params("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
+result = train_student(args["student"], method_settings("step_by_step", {}), CellData(recs[:16], recs[16:], "nli"),
                        TrainConfig(**args["cfg"]), 0, args["out"], args["state"])
 line = f"DEVICES {result.record['devices']} STEPS {result.record['steps']} VALIDATIONS {len(result.curve)}\\n"
 os.write(1, line.encode())  # one write: the two processes' lines do not interleave
@@ -286,7 +292,7 @@ KEPT_CFG = TrainConfig(**{**FAST, "batch_size": 4}, max_steps=3, eval_every=2)
 
 
 def _train_kept_cell(esnli_small, out: Path, state: Path, **kwargs):
-    return train_student(TINY_T5, MethodConfig.from_params("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
+    return train_student(TINY_T5, method_settings("finetune", {}), CellData(esnli_small, esnli_small, "nli"),
                          KEPT_CFG, 0, out, state, **kwargs)
 
 
@@ -353,7 +359,7 @@ def test_a_damaged_state_is_set_aside_and_the_cell_trains_from_step_0(tmp_path, 
 
 def test_frozen_embeddings_stay_as_pretrained_and_the_rest_learns(tmp_path, esnli_small):
     cfg = TrainConfig(**FAST, max_steps=3, eval_every=3, freeze_embeddings=True)
-    method = MethodConfig.from_params("step_by_step", {"alpha": 0.5})
+    method = method_settings("step_by_step", {"alpha": 0.5})
     train_student(MINILM_1, method, CellData(esnli_small, esnli_small[:2], "nli"), cfg, 0, tmp_path / "out",
                   tmp_path / "state")
     before = build_student(MINILM_1).model.state_dict()

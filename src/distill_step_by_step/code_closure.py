@@ -5,6 +5,10 @@ This decides what counts as a change: a stage's DVC deps are its script's closur
 cell's resumable state is kept only while the closure of the training code is unchanged. Presentation
 (``report/``) and operations (``ops/``) are outside the training code's closure, so editing them
 invalidates no cell and no half-trained state.
+
+A method is one file of ``methods/``, and the methods' registry imports them all when first read: the closure
+counts every one, but a cell runs its own method's file alone, so a cell depends on that file
+(``methods/${item.method}.py`` in ``dvc.yaml``) and on no other method's, and adding a method changes no stage.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = "distill_step_by_step"
+METHODS = f"{PACKAGE}.methods"
+NOT_METHODS = ("__init__", "method", "registry")  # methods/ files that hold no method (registry.py skips them too)
 
 
 def module_file(src: Path, dotted: str) -> Path | None:
@@ -46,6 +52,12 @@ def imported(tree: ast.AST, dotted_self: str, is_package: bool) -> set[str]:
     return out
 
 
+def method_files(src: Path) -> dict[str, Path]:
+    """Each method's file (``methods/<name>.py``) by method name."""
+    folder = src.joinpath(*METHODS.split("."))
+    return {p.stem: p for p in sorted(folder.glob("*.py")) if p.stem not in NOT_METHODS}
+
+
 def closure(script: Path, src: Path, dotted: str = "__main__") -> set[Path]:
     """Every package file that running ``script`` (a stage script, or the package module ``dotted``) may
     import, parent packages included."""
@@ -53,7 +65,10 @@ def closure(script: Path, src: Path, dotted: str = "__main__") -> set[Path]:
     seen: set[Path] = set()
     while todo:
         path, dotted, is_package = todo.pop()
-        for name in imported(ast.parse(path.read_text()), dotted, is_package):
+        names = imported(ast.parse(path.read_text()), dotted, is_package)
+        if dotted == f"{METHODS}.registry":  # it imports every method's file when first read
+            names |= {f"{METHODS}.{name}" for name in method_files(src)}
+        for name in names:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too
                 f = module_file(src, ".".join(parts[:i]))
@@ -67,13 +82,16 @@ SRC = Path(__file__).resolve().parents[1]
 TRAINING = "distill_step_by_step.train.train_score"  # the code a cell's training runs
 
 
-def code_fingerprint(module: str = TRAINING, src: Path = SRC) -> str:
-    """A fingerprint of the package files ``module`` runs (itself and its import closure): resumable work
-    saved by code that differs there is not reused; other edits (the report, the grid tools) keep it."""
+def code_fingerprint(module: str = TRAINING, src: Path = SRC, method: str | None = None) -> str:
+    """A fingerprint of the package files ``module`` runs (itself and its import closure, of the methods'
+    files ``method``'s alone): resumable work saved by code that differs there is not reused; other edits (the
+    report, the grid tools, another method) keep it."""
     start = module_file(src, module)
     if start is None:
         raise ValueError(f"no module {module} under {src}")
-    files = sorted({start, *closure(start, src, module)})
+    methods = method_files(src)
+    own = {methods[method]} if method in methods else set()
+    files = sorted({start, *closure(start, src, module)} - set(methods.values()) | own)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())

@@ -9,44 +9,23 @@ no dataset, method or student stop the stage with a :class:`SettingsError` namin
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from .data.datasets import registry as datasets_registry
 from .errors import DataError
-from .methods.registry import get_method, registry
+from .methods.method import MethodSettings
+from .methods.registry import method_settings, registry
+from .schema import SettingsError, as_mapping, parse, setting, shown, typed_value
 
 STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
 LIVE_TEACHERS = ("http", "local")  # each with its settings block, teacher.<name>
 TEACHERS = ("palm", *LIVE_TEACHERS)  # palm: the recorded PaLM 540B completions
 PRECISIONS = ("auto", "no", "bf16", "fp16")
-
-T = TypeVar("T")
-
-
-class SettingsError(ValueError):
-    """A setting that is unknown, of the wrong type or out of range; the message names its key path."""
-
-    def __init__(self, path: str, message: str, source: str = "params.yaml"):
-        super().__init__(f"{source}: {path}: {message}")
-        self.path, self.message = path, message
-
-
-def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its allowed range (``ge``/``gt``/``le``) or values (``choices``)."""
-    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("choices", choices)) if v is not None}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
 
 # ----- the groups -----
 
@@ -183,30 +162,6 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
-class MethodConfig:
-    """A method and its tunables (``methods.<name>``); loss = alpha * L_label + (1 - alpha) * L_rationale."""
-
-    name: str  # a registered method (methods/registry.py)
-    alpha: float = setting(0.5, ge=0, le=1)
-    labels: str = setting("gold", choices=("gold", "teacher"))
-
-    @classmethod
-    def from_params(cls, name: str, raw: dict[str, Any] | None) -> "MethodConfig":
-        """``methods.<name>`` as a MethodConfig (finetune: gold labels; distill: teacher labels)."""
-        path = f"methods.{name}"
-        try:
-            method = get_method(name)
-        except ValueError as exc:
-            raise SettingsError(path, str(exc)) from None
-        raw = _mapping(raw, path)
-        unknown = sorted(set(raw) - set(method.settings))
-        if unknown:
-            raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; {name} takes "
-                                + (", ".join(method.settings) if method.settings else "no settings"))
-        return parse(cls, {"name": name, **raw, **method.fixed}, path)
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """``train``: what a cell computes (the authors' defaults: lr 5e-5, batch 64, 10k steps, inputs up to 1024
     tokens). Every setting here is part of a cell's identity: changing one retrains the cells that use it."""
@@ -274,7 +229,7 @@ class Settings:
     split: SplitConfig
     grid: GridConfig
     students: dict[str, StudentConfig]
-    methods: dict[str, MethodConfig]
+    methods: dict[str, MethodSettings]  # each method's own settings class (methods/)
     train: TrainConfig
     test: TestConfig
     run: RunConfig
@@ -284,7 +239,7 @@ class Settings:
     def student(self, name: str) -> StudentConfig:
         return self.students[name]
 
-    def method(self, name: str) -> MethodConfig:
+    def method(self, name: str) -> MethodSettings:
         return self.methods[name]
 
 
@@ -330,8 +285,8 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
             # DVC names cells and manifests by the value as written; 1 and 1.0 would name different files
             raise SettingsError(f"grid.fractions[{i}]", f"write fractions as decimals ({f}.0, not {f})")
     students = {name: parse(StudentConfig, raw, f"students.{name}")
-                for name, raw in _mapping(params["students"], "students").items()}
-    methods = {name: MethodConfig.from_params(name, raw) for name, raw in _mapping(params.get("methods"), "methods").items()}
+                for name, raw in as_mapping(params["students"], "students").items()}
+    methods = {name: method_settings(name, raw) for name, raw in as_mapping(params.get("methods"), "methods").items()}
     settings = Settings(
         data=parse(DataConfig, params["data"], "data"),
         teacher=check_teacher(parse(TeacherConfig, params.get("teacher"), "teacher")),
@@ -343,7 +298,7 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
         test=parse(TestConfig, params.get("test"), "test"),
         run=parse(RunConfig, params.get("run"), "run"),
         paths=parse(PathsConfig, params.get("paths"), "paths"),
-        launch=_value(params.get("launch", "python"), str, "launch"),
+        launch=typed_value(params.get("launch", "python"), str, "launch"),
     )
     _check_grid(settings)
     return settings
@@ -356,7 +311,7 @@ def check_teacher(teacher: TeacherConfig) -> TeacherConfig:
         block = getattr(teacher, name)
         if block is not None and not isinstance(block, cls):
             if not isinstance(block, dict):
-                raise SettingsError(f"teacher.{name}", f"should be a mapping of settings, got {_show(block)}")
+                raise SettingsError(f"teacher.{name}", f"should be a mapping of settings, got {shown(block)}")
             blocks[name] = parse(cls, block, f"teacher.{name}")
     teacher = dataclasses.replace(teacher, **blocks)
     if teacher.name != "palm" and getattr(teacher, teacher.name) is None:
@@ -390,92 +345,3 @@ def _check_grid(s: Settings) -> None:
             raise SettingsError(f"grid.{key}", "must not be empty")
         if len(set(values)) != len(values):
             raise SettingsError(f"grid.{key}", f"repeats a value: {values}")
-
-
-def parse(cls: type[T], raw: Any, path: str) -> T:
-    """Build dataclass ``cls`` from a mapping: unknown keys, missing keys, types and ranges are errors."""
-    raw = _mapping(raw, path)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; known: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        key = f"{path}.{name}"
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise SettingsError(key, "missing")
-            continue
-        values[name] = _check_range(_value(raw[name], hints[name], key), f.metadata, key)
-    try:
-        obj = cls(**values)
-    except ValueError as exc:  # a dataclass's own cross-field check
-        raise SettingsError(path, str(exc)) from None
-    if hasattr(obj, "check"):
-        obj.check(path)
-    return obj
-
-
-def _mapping(raw: Any, path: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SettingsError(path, f"should be a mapping of settings, got {type(raw).__name__} {raw!r}")
-    return raw
-
-
-def _value(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked against a type hint (int, float, str, bool, X | None, list[X], dict[str, Any])."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _value(value, next(a for a in args if a is not type(None)), key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise SettingsError(key, f"should be a list, got {_show(value)}")
-        return [_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise SettingsError(key, f"should be a mapping, got {_show(value)}")
-        return value
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no point) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if hint is float and isinstance(value, float) and not math.isfinite(value):
-        raise SettingsError(key, f"should be a finite number, got {value}")
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise SettingsError(key, f"should be {_type_name(hint)}, got {_show(value)}")
-    return value
-
-
-def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> Any:
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_range(v, meta, f"{key}[{i}]")
-        return value
-    if value is None:
-        return value
-    if "choices" in meta and value not in meta["choices"]:
-        raise SettingsError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
-    for op, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                         ("le", lambda v, b: v <= b, "<=")):
-        if op in meta and not ok(value, meta[op]):
-            raise SettingsError(key, f"must be {word} {meta[op]:g}, got {value!r}")
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"

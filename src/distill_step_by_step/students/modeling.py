@@ -14,7 +14,7 @@ mask would make the attention code check it on the device).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from transformers import LogitsProcessorList
 
 CAUSAL_SEPARATOR = "\nOutput:"
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits at the target positions, target ids) -> loss
 
 
 @dataclass
@@ -197,20 +198,20 @@ def _logits_at_targets(model: torch.nn.Module, batch: Batch, vocab: torch.Tensor
     return logits if vocab is None else logits.index_select(1, vocab)
 
 
-def token_loss(model: torch.nn.Module, batch: Batch, causal: bool, vocab: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over the batch's target tokens (what HF's ``loss`` is, computed in fp32; over the
-    restricted ``vocab`` when given, the batch's targets then being rows of it)."""
+def token_loss(model: torch.nn.Module, batch: Batch, causal: bool, loss: Loss, vocab: torch.Tensor | None = None) -> torch.Tensor:
+    """The method's ``loss`` of the batch's logits at its target tokens (over the restricted ``vocab`` when
+    given, the batch's targets then being rows of it)."""
     if causal:
         logits = _logits_at_targets(model, batch, vocab, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     else:
         logits = _logits_at_targets(model, batch, vocab, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                     decoder_input_ids=batch.decoder_input_ids)
-    return F.cross_entropy(logits.float(), batch.target_ids)
+    return loss(logits, batch.target_ids)
 
 
 def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Sequence[Row]],
-                 device: torch.device) -> list[torch.Tensor]:
-    """The token-mean loss of each task sub-batch (``units``: lists of rows).
+                 device: torch.device, loss: Loss) -> list[torch.Tensor]:
+    """The method's ``loss`` of each task sub-batch (``units``: lists of rows).
 
     For encoder-decoder students every unit's sources go through the encoder in one pass (each row is
     encoded independently under its attention mask, so this equals separate passes) and each unit is
@@ -219,7 +220,7 @@ def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Seque
     """
     vocab = None if student.output_vocab is None else student.output_vocab.to(device)
     if student.is_causal or len(units) == 1:
-        return [token_loss(model, collate(rows, student, device), student.is_causal, vocab) for rows in units]
+        return [token_loss(model, collate(rows, student, device), student.is_causal, loss, vocab) for rows in units]
     from transformers.modeling_outputs import BaseModelOutput
 
     core = getattr(model, "module", model)
@@ -234,7 +235,7 @@ def units_losses(model: torch.nn.Module, student: Student, units: Sequence[Seque
         batch = _decoder_batch(rows, student, device, None, mask_t[part])
         logits = _logits_at_targets(model, batch, vocab, encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
                                     attention_mask=batch.attention_mask, decoder_input_ids=batch.decoder_input_ids)
-        losses.append(F.cross_entropy(logits.float(), batch.target_ids))
+        losses.append(loss(logits, batch.target_ids))
     return losses
 
 

@@ -11,8 +11,9 @@ import torch
 from ..data.datasets import get_spec
 from ..data.scoring import is_correct, is_exact, score
 from ..jsonio import write_json, write_jsonl
-from ..methods.registry import explain_source, get_method, label_from_output, predict_source
-from ..settings import MethodConfig, RunConfig
+from ..methods.method import MethodSettings
+from ..methods.registry import get_method, label_from_output, predict_source, recorded_settings
+from ..settings import RunConfig
 from ..students.modeling import generate
 from ..students.student import Student, load_student
 from .cell import Cell, test_records
@@ -20,18 +21,17 @@ from .cell import Cell, test_records
 DEFAULT_BATCH_SIZE = RunConfig().test_batch_size
 
 
-def load_for_inference(model_dir: str | Path, method: MethodConfig | None = None) -> tuple[Student, dict[str, Any], MethodConfig]:
+def load_for_inference(model_dir: str | Path, method: MethodSettings | None = None) -> tuple[Student, dict[str, Any], MethodSettings]:
     """A trained student on the best available device, with what its checkpoint says about its use, and the
     method it was trained with: ``method`` when the caller has the checked settings (the pipeline's test
     half), else the checkpoint's own record of it (``distill-predict``)."""
     student, info = load_student(model_dir)
     if torch.cuda.is_available():
         student.model.to("cuda")
-    return student, info, method or MethodConfig.from_params(info["method_config"]["name"], {
-        k: v for k, v in info["method_config"].items() if k in get_method(info["method_config"]["name"]).settings})
+    return student, info, method or recorded_settings(info["method_config"])
 
 
-def predict(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
+def predict(student: Student, info: dict[str, Any], method: MethodSettings, records: list[dict[str, Any]],
             batch_size: int = DEFAULT_BATCH_SIZE, rationales: bool = False) -> list[dict[str, Any]]:
     """Predict labels (and, with ``rationales``, rationales) for records that have ``input`` (or
     premise/hypothesis); inputs are cut where the student's training cut them."""
@@ -46,18 +46,18 @@ def predict(student: Student, info: dict[str, Any], method: MethodConfig, record
     return rows
 
 
-def _rationales(student: Student, info: dict[str, Any], method: MethodConfig, records: list[dict[str, Any]],
+def _rationales(student: Student, info: dict[str, Any], method: MethodSettings, records: list[dict[str, Any]],
                 outputs: list[str], batch_size: int, max_source: int) -> list[str | None]:
-    def explain(recs: list[dict[str, Any]]) -> list[str]:
-        return generate(student, [explain_source(r, student.pair_separator) for r in recs],
-                        max_new_tokens=int(info["max_target_tokens"]), batch_size=batch_size, max_source=max_source)
+    def explain(sources: list[str]) -> list[str]:
+        return generate(student, sources, max_new_tokens=int(info["max_target_tokens"]), batch_size=batch_size,
+                        max_source=max_source)
 
-    return get_method(method.name).rationales(explain, records, outputs)
+    return get_method(method.name).rationales(explain, records, outputs, student.pair_separator)
 
 
 def score_student(model_dir: str | Path, records: list[dict[str, Any]], answer_type: str,
                   batch_size: int = DEFAULT_BATCH_SIZE, rationales: bool = False,
-                  method: MethodConfig | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  method: MethodSettings | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Predictions (id, prediction, gold, correct, exact[, rationale]) and their scores under both rules."""
     student, info, method = load_for_inference(model_dir, method)
     rows = predict(student, info, method, records, batch_size, rationales)
@@ -71,7 +71,7 @@ def score_student(model_dir: str | Path, records: list[dict[str, Any]], answer_t
     return rows, metrics
 
 
-def score_cell(cell: Cell, method: MethodConfig, model_dir: str | Path, out_dir: str | Path, record: dict[str, Any], *,
+def score_cell(cell: Cell, method: MethodSettings, model_dir: str | Path, out_dir: str | Path, record: dict[str, Any], *,
                data_root: str | Path = "data", batch_size: int = DEFAULT_BATCH_SIZE,
                rationales: bool = False) -> dict[str, Any]:
     """Score the cell's checkpoint on the dataset's test manifest; write predictions.jsonl and metrics.json

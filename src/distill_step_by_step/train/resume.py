@@ -35,7 +35,8 @@ from safetensors.torch import load_file, save_file, save_model
 
 from ..code_closure import code_fingerprint
 from ..jsonio import content_hash
-from ..settings import MethodConfig, RunConfig, StudentConfig, TrainConfig
+from ..methods.method import MethodSettings
+from ..settings import RunConfig, StudentConfig, TrainConfig
 
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a state complete
 MODEL_FILE = "model.safetensors"
@@ -222,12 +223,13 @@ class Resume:
         self.live = self.root / "dvclive"
 
     @classmethod
-    def for_cell(cls, root: str | Path, student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
+    def for_cell(cls, root: str | Path, student_cfg: StudentConfig, method: MethodSettings, cfg: TrainConfig, seed: int,
                  world: int, identity: list[Any]) -> "Resume":
         """A cell's state, keyed on all that decides what its training computes: the student, the method,
         the training settings, the seed, the number of processes, the examples and the package's code
         (the ``run`` settings are not among them: they change no result)."""
-        return cls(root, content_hash([student_cfg, asdict(method), asdict(cfg), seed, world, identity, code_fingerprint()]))
+        return cls(root, content_hash([student_cfg, asdict(method), asdict(cfg), seed, world, identity,
+                                         code_fingerprint(method=method.name)]))
 
     def saved_state(self) -> TrainState | None:
         """The saved state, if there is one for these settings, data and code; :class:`DamagedState` if a

@@ -31,9 +31,10 @@ from tqdm import tqdm
 from ..data.datasets import get_spec
 from ..data.scoring import Score, score
 from ..jsonio import atomic_dir
-from ..methods.registry import RowStats, label_from_output, predict_source, target_label, task_units, training_examples, weighted_loss
-from ..settings import MethodConfig, RunConfig, Settings, StudentConfig, TrainConfig
-from ..students.modeling import Row, encode_rows, generate, length_grouped_order, units_losses
+from ..methods.method import MethodSettings, RowStats, target_label
+from ..methods.registry import label_from_output, predict_source, task_loss, task_units, training_examples, weighted_loss
+from ..settings import RunConfig, Settings, StudentConfig, TrainConfig
+from ..students.modeling import Loss, Row, encode_rows, generate, length_grouped_order, units_losses
 from ..students.student import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
 from .cell import Cell, training_records
 from .resume import Resume, Trainables, TrainState
@@ -103,7 +104,7 @@ def _cost(row: Row) -> int:
     return len(row.source) + 4 * len(row.target)
 
 
-def encode_cell(student: Student, method: MethodConfig, data: CellData, cfg: TrainConfig) -> EncodedCell:
+def encode_cell(student: Student, method: MethodSettings, data: CellData, cfg: TrainConfig) -> EncodedCell:
     """Turn the cell's records into token rows for each task, and its validation pairs."""
     sep = student.pair_separator
     examples, stats = training_examples(data.train, method, sep)
@@ -174,14 +175,15 @@ class BatchOrder:
 
 
 def train_step(accelerator: Accelerator, model: torch.nn.Module, student: Student, micro_batches: list[Units],
-               optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> torch.Tensor:
-    """One optimizer step over some micro-batches; returns the summed loss (still on the device)."""
+               optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig, task_loss: Loss) -> torch.Tensor:
+    """One optimizer step over some micro-batches, each task sub-batch with the method's ``task_loss``; returns the
+    summed loss (still on the device)."""
     total = torch.zeros((), device=accelerator.device)
     for i, units in enumerate(micro_batches):
         # gradients are all-reduced once per optimizer step, on the last micro-batch
         last = i == len(micro_batches) - 1
         with (nullcontext() if last else accelerator.no_sync(model)), accelerator.autocast():
-            losses = units_losses(model, student, [rows for rows, _ in units], accelerator.device)
+            losses = units_losses(model, student, [rows for rows, _ in units], accelerator.device, task_loss)
             loss = weighted_loss(losses, [weight for _, weight in units])
             accelerator.backward(loss)
         total += loss.detach()
@@ -194,7 +196,7 @@ def train_step(accelerator: Accelerator, model: torch.nn.Module, student: Studen
 
 
 def validate(accelerator: Accelerator, model: torch.nn.Module, student: Student, enc: EncodedCell,
-             method: MethodConfig, answer_type: str, cfg: TrainConfig, batch_size: int) -> tuple[Score, float]:
+             method: MethodSettings, answer_type: str, cfg: TrainConfig, batch_size: int) -> tuple[Score, float]:
     """Label-only validation (lenient rule), each process decoding its shard; and its seconds."""
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()  # the seconds are the validation's, not the last step's queued work
@@ -272,7 +274,7 @@ class Loop:
     parts: Trainables  # the prepared model, optimizer and LR schedule
     student: Student
     enc: EncodedCell
-    method: MethodConfig
+    method: MethodSettings
     answer_type: str
     cfg: TrainConfig
     run: RunConfig
@@ -285,12 +287,12 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
     """Step, log, validate (keeping the best) and save resumable states until the cell is done."""
     cfg, run, method, enc = loop.cfg, loop.run, loop.method, loop.enc
     last_save, t_seg = time.monotonic(), time.perf_counter()
-    parts = loop.parts
+    parts, loss_of = loop.parts, task_loss(method)
     parts.model.train()
     while not state.done(cfg):
         micro_batches = [task_units(method, batches.next(), enc.label_rows, enc.rationale_rows, cfg.grad_accum, state.step)
                          for _ in range(cfg.grad_accum)]
-        loss = train_step(loop.accelerator, parts.model, loop.student, micro_batches, parts.optimizer, parts.scheduler, cfg)
+        loss = train_step(loop.accelerator, parts.model, loop.student, micro_batches, parts.optimizer, parts.scheduler, cfg, loss_of)
         state.step += 1
         loop.log.bar.update(1)
         if loop.hooks.on_step:
@@ -330,7 +332,7 @@ class TrainResult:
     timings: dict[str, Any] = field(default_factory=dict)
 
 
-def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodConfig, data: CellData, cfg: TrainConfig,
+def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodSettings, data: CellData, cfg: TrainConfig,
                   seed: int, out_dir: str | Path, state_dir: str | Path, info: dict[str, Any] | None = None,
                   hooks: TrainHooks | None = None, keep_state: bool = False, run: RunConfig = RunConfig(),
                   log_dir: str | Path | None = None) -> TrainResult:
@@ -384,7 +386,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodCon
     return result
 
 
-def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodConfig, cfg: TrainConfig, seed: int,
+def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodSettings, cfg: TrainConfig, seed: int,
             enc: EncodedCell, student: Student, state: TrainState, accelerator: Accelerator) -> dict[str, Any]:
     """What ``student.json`` records about the cell's training: settings, counts, sizes and the chosen
     checkpoint. Nothing here depends on the clock or the machine."""
@@ -420,7 +422,7 @@ def _timings(state: TrainState, resumed: bool, start_step: int) -> dict[str, Any
             "resumed_at_step": start_step if resumed else None}
 
 
-def _inference_info(info: dict[str, Any], method: MethodConfig, cfg: TrainConfig, enc: EncodedCell) -> dict[str, Any]:
+def _inference_info(info: dict[str, Any], method: MethodSettings, cfg: TrainConfig, enc: EncodedCell) -> dict[str, Any]:
     """What a checkpoint must carry to be used alone (``distill-predict``): how it reads inputs and answers."""
     return {"dataset": info.get("dataset"), "method_config": asdict(method), "max_input_tokens": cfg.max_input_tokens,
             "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens,
