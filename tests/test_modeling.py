@@ -67,7 +67,7 @@ def test_seq2seq_loss_equals_the_models_own_loss(index, tokenizer):
     projected = []
     hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: projected.append(out.shape[:-1]))
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy)
+        ours = token_loss(model, collate(rows, student, CPU), loss=cross_entropy)
     hook.remove()
     with torch.no_grad():
         theirs = model(**hf_inputs(rows, causal=False)).loss
@@ -82,7 +82,7 @@ def test_causal_loss_equals_the_models_own_loss(tokenizer):
     student = Student(model, tokenizer, "causal", eos_id=2)
     rows = random_rows([6, 3, 5], [3, 3, 1])
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), causal=True, loss=cross_entropy)  # no attention mask: right padding
+        ours = token_loss(model, collate(rows, student, CPU), loss=cross_entropy)  # no attention mask: right padding
         theirs = model(**hf_inputs(rows, causal=True)).loss
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
@@ -91,7 +91,7 @@ def test_gradients_match_the_full_projection(tokenizer):
     model = seq2seq_models()[1].eval()  # no dropout: both backward passes see the same forward
     student = Student(model, tokenizer, "seq2seq", eos_id=2)
     rows = random_rows([7, 3, 5], [2, 6, 4], seed=1)
-    token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy).backward()
+    token_loss(model, collate(rows, student, CPU), loss=cross_entropy).backward()
     ours = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
     model(**hf_inputs(rows, causal=False)).loss.backward()
@@ -105,7 +105,7 @@ def test_one_encoder_pass_for_both_tasks_equals_separate_passes(tokenizer):
     labels, rationales = random_rows([5, 9], [2, 2], seed=2), random_rows([6, 4], [8, 5], seed=3)
     with torch.no_grad():
         shared = units_losses(model, student, [labels, rationales], CPU, cross_entropy)
-        separate = [token_loss(model, collate(rows, student, CPU), causal=False, loss=cross_entropy) for rows in (labels, rationales)]
+        separate = [token_loss(model, collate(rows, student, CPU), loss=cross_entropy) for rows in (labels, rationales)]
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(shared, separate))
 
 
@@ -160,7 +160,7 @@ def test_a_restricted_output_vocabulary_is_a_softmax_over_those_tokens_and_decod
     student = Student(model, tokenizer, "seq2seq", eos_id=2)
     student.restrict_output(seen)
     with torch.no_grad():
-        ours = token_loss(model, collate(rows, student, CPU), False, cross_entropy, student.output_vocab)
+        ours = token_loss(model, collate(rows, student, CPU), cross_entropy, student.output_vocab)
         full = model(**hf_inputs(rows, causal=False)).logits
     targets = torch.cat([torch.tensor(r.target) for r in rows])
     picked = torch.cat([full[i, :len(r.target)] for i, r in enumerate(rows)])[:, seen]

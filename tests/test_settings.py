@@ -81,7 +81,7 @@ def _changed(params, dotted: str, value):
     ("grid.students", ["minilm-l6", "t5-tiny"], r"grid.students\[1\]: no student 't5-tiny' under students"),
     ("grid.datasets", ["esnli", "mnli"], r"grid.datasets\[1\]: must be one of cqa, svamp, esnli, anli1"),
     ("data.datasets", ["anli1"], r"grid.datasets\[0\]: 'esnli' is not prepared: add it to data.datasets"),
-    ("students.minilm-l6.kind", "rnn", "students.minilm-l6.kind: must be one of seq2seq, encoder-decoder, causal"),
+    ("students.minilm-l6.kind", "rnn", "students.minilm-l6.kind: must be one of causal, encoder-decoder, seq2seq"),
     ("students.minilm-l6.keep_layers", "last", "students.minilm-l6.keep_layers: must be one of first, spread"),
     ("students.minilm-l6.encoder_layers", 0, "students.minilm-l6.encoder_layers: must be >= 1, got 0"),
     ("teacher.name", "gpt", "teacher.name: must be one of palm, http, local; got 'gpt'"),

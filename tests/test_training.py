@@ -87,8 +87,8 @@ def test_step_by_step_objective(esnli_small):
                              [w for _, w in units])
 
     with torch.no_grad():
-        l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), False, cross_entropy)
-        l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), False, cross_entropy)
+        l_label = token_loss(student.model, collate(labels, student, torch.device("cpu")), cross_entropy)
+        l_rat = token_loss(student.model, collate(list(rats.values()), student, torch.device("cpu")), cross_entropy)
         # alpha = 1 is exactly the fine-tuning objective on the same inputs (one label-task pass)
         assert torch.equal(objective(task_units(sbs(1.0), batch, labels, rats)), l_label)
         finetune_units = task_units(method_settings("finetune", {}), batch, labels, {})

@@ -6,9 +6,10 @@ cell's resumable state is kept only while the closure of the training code is un
 (``report/``) and operations (``ops/``) are outside the training code's closure, so editing them
 invalidates no cell and no half-trained state.
 
-A method is one file of ``methods/``, and the methods' registry imports them all when first read: the closure
-counts every one, but a cell runs its own method's file alone, so a cell depends on that file
-(``methods/${item.method}.py`` in ``dvc.yaml``) and on no other method's, and adding a method changes no stage.
+A method is one file of ``methods/``, a student kind one of ``students/kinds/``, and each registry imports its
+files when first read: the closure counts every one. A cell runs its own method's file alone, so it depends on
+that file (``methods/${item.method}.py`` in ``dvc.yaml``) and on no other method's: adding a method changes no
+stage.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 PACKAGE = "distill_step_by_step"
 METHODS = f"{PACKAGE}.methods"
 NOT_METHODS = ("__init__", "method", "registry")  # methods/ files that hold no method (registry.py skips them too)
+# registry module -> (the package whose every module it imports when first read, the modules it skips)
+DISCOVERING = {f"{METHODS}.registry": (METHODS, NOT_METHODS),
+               f"{PACKAGE}.students.kind": (f"{PACKAGE}.students.kinds", ("__init__",))}
 
 
 def module_file(src: Path, dotted: str) -> Path | None:
@@ -52,10 +56,15 @@ def imported(tree: ast.AST, dotted_self: str, is_package: bool) -> set[str]:
     return out
 
 
+def discovered_files(src: Path, package: str, skip: tuple[str, ...]) -> dict[str, Path]:
+    """The files of a package whose registry imports each of them, by module name."""
+    folder = src.joinpath(*package.split("."))
+    return {p.stem: p for p in sorted(folder.glob("*.py")) if p.stem not in skip}
+
+
 def method_files(src: Path) -> dict[str, Path]:
     """Each method's file (``methods/<name>.py``) by method name."""
-    folder = src.joinpath(*METHODS.split("."))
-    return {p.stem: p for p in sorted(folder.glob("*.py")) if p.stem not in NOT_METHODS}
+    return discovered_files(src, METHODS, NOT_METHODS)
 
 
 def closure(script: Path, src: Path, dotted: str = "__main__") -> set[Path]:
@@ -66,8 +75,9 @@ def closure(script: Path, src: Path, dotted: str = "__main__") -> set[Path]:
     while todo:
         path, dotted, is_package = todo.pop()
         names = imported(ast.parse(path.read_text()), dotted, is_package)
-        if dotted == f"{METHODS}.registry":  # it imports every method's file when first read
-            names |= {f"{METHODS}.{name}" for name in method_files(src)}
+        if dotted in DISCOVERING:  # a registry that imports every file of its package when first read
+            package, skip = DISCOVERING[dotted]
+            names |= {f"{package}.{name}" for name in discovered_files(src, package, skip)}
         for name in names:
             parts = name.split(".")
             for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__ too

@@ -22,7 +22,10 @@ from .methods.method import MethodSettings
 from .methods.registry import method_settings, registry
 from .schema import SettingsError, as_mapping, parse, setting, shown, typed_value
 
-STUDENT_KINDS = ("seq2seq", "encoder-decoder", "causal")
+# the student kinds: one file each in students/kinds/ (encoder_decoder.py is `encoder-decoder`), read from the
+# folder so that checking settings imports no model code
+STUDENT_KINDS = tuple(sorted(p.stem.replace("_", "-") for p in (Path(__file__).parent / "students" / "kinds").glob("*.py")
+                             if p.stem != "__init__"))
 LIVE_TEACHERS = ("http", "local")  # each with its settings block, teacher.<name>
 TEACHERS = ("palm", *LIVE_TEACHERS)  # palm: the recorded PaLM 540B completions
 PRECISIONS = ("auto", "no", "bf16", "fp16")

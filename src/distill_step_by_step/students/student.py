@@ -14,9 +14,10 @@ ships its model in chunk packages and offers ``assemble()`` (``package:gemma3_27
 joined once into the model cache (``$DSS_MODEL_CACHE``, default ``~/.cache/distill-step-by-step``).
 GGUF weights are dequantised once too: the plain float32 copy is kept in the cache, so later cells load
 it in seconds instead of converting the file again.
-``encoder-decoder`` warm-starts an ``EncoderDecoderModel`` from an encoder checkpoint (both halves,
-optionally truncated to ``encoder_layers`` / ``decoder_layers`` layers: the first ones, or with
-``keep_layers: spread`` layers spread evenly over the checkpoint's).
+Each ``kind`` is one class in ``kinds/`` (``kind.py``): ``seq2seq``, ``encoder-decoder`` (both halves
+warm-started from an encoder checkpoint), ``causal``. This module holds what every kind shares: model
+references and the model cache, the :class:`Student`, building and loading through its kind, and what a
+checkpoint records about its use.
 """
 
 from __future__ import annotations
@@ -36,26 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    EncoderDecoderModel,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from ..errors import DataError
 from ..jsonio import atomic_dir, content_hash
 from ..settings import StudentConfig
-
-# What an encoder checkpoint lacks when it becomes a decoder: cross-attention and the LM-head transform.
-_CROSS_ATTENTION = "crossattention"
-_LM_HEAD = ("cls.predictions.transform", "cls.predictions.bias")
-
+from .kind import StudentKind, get_kind
 
 def model_cache() -> Path:
     """Where assembled and dequantised model files are kept (``$DSS_MODEL_CACHE``; not in git or DVC)."""
@@ -170,8 +158,9 @@ class Student:
         return lookup
 
     @property
-    def is_causal(self) -> bool:
-        return self.kind == "causal"
+    def spec(self) -> StudentKind:
+        """What the student's kind does (``kinds/``)."""
+        return get_kind(self.kind)
 
     @property
     def pair_separator(self) -> str | None:
@@ -199,120 +188,22 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, kind: st
     model.config.eos_token_id = eos_id
     gen = model.generation_config
     gen.pad_token_id, gen.eos_token_id = tokenizer.pad_token_id, eos_id
-    if kind != "causal":
-        start = getattr(model.config, "decoder_start_token_id", None)
-        if kind == "encoder-decoder" or start is None:
-            # A warm-started BERT decoder starts from [CLS]; a T5 built in code starts from PAD, as T5 does.
-            candidates = (tokenizer.bos_token_id, tokenizer.cls_token_id) if kind == "encoder-decoder" else ()
-            start = next((c for c in candidates if c is not None), tokenizer.pad_token_id)
-        model.config.decoder_start_token_id = start
-        gen.decoder_start_token_id = start
+    get_kind(kind).finish(model, tokenizer)
     # Greedy decoding everywhere; sampling settings shipped with a checkpoint would only warn.
     gen.do_sample, gen.temperature, gen.top_p, gen.top_k = False, None, None, None
     return Student(model, tokenizer, kind, eos_id)
 
 
 def build_student(cfg: StudentConfig | dict[str, Any]) -> Student:
-    """Instantiate a student (pretrained or from a config built in code) from its params entry."""
+    """Instantiate a student (pretrained or from a config built in code) from its params entry, as its kind
+    builds it."""
     _quiet()
     cfg = StudentConfig.of(cfg)
-    new: frozenset[str] = frozenset()
-    if cfg.config is not None:
-        model, tokenizer = _built_in_code(cfg)
-    elif cfg.kind == "causal":
-        model, tokenizer = load_causal_lm(resolve_ref(cfg.pretrained), cfg.gguf_file)
-        if cfg.tokenizer:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer))
-    else:
-        model, new = (_warm_started(cfg) if cfg.kind == "encoder-decoder"
-                      else (AutoModelForSeq2SeqLM.from_pretrained(resolve_ref(cfg.pretrained)), frozenset()))
-        tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer or cfg.pretrained))
-    if cfg.kind == "causal":
-        tokenizer.padding_side = "left"  # generation appends to the right end of each prompt
+    model, tokenizer, new = get_kind(cfg.kind).build(cfg)
     model.to(torch.float32)
     student = _finish(model, tokenizer, cfg.kind)
     student.new_parameters = new
     return student
-
-
-def _built_in_code(cfg: StudentConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A small configuration built in code (tests, benchmarks), seeded by ``init_seed``."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_ref(cfg.tokenizer or cfg.pretrained))
-    conf = dict(cfg.config)
-    model_type = conf.pop("model_type")
-    conf.setdefault("vocab_size", len(tokenizer))
-    auto = AutoModelForCausalLM if cfg.kind == "causal" else AutoModelForSeq2SeqLM
-    torch.manual_seed(cfg.init_seed)
-    return auto.from_config(AutoConfig.for_model(model_type, **conf)), tokenizer
-
-
-def _warm_started(cfg: StudentConfig) -> tuple[PreTrainedModel, frozenset[str]]:
-    """An encoder-decoder whose halves both start from an encoder checkpoint (optionally truncated), and
-    the names of the parameters that start from nothing pretrained (they may get ``lr_new_params``).
-
-    With ``fresh_init: copy`` each decoder layer's cross-attention starts as a copy of the same layer's
-    self-attention and the LM-head transform as the identity: the decoder reads the encoder from the first
-    step with pretrained attention, and its outputs meet the (tied, pretrained) embeddings unchanged: it
-    leaves the constant-label plateau sooner than with the random init (the README has the measurements).
-    """
-    layers = {}
-    if cfg.encoder_layers:
-        layers["encoder_num_hidden_layers"] = cfg.encoder_layers
-    if cfg.decoder_layers:
-        layers["decoder_num_hidden_layers"] = cfg.decoder_layers
-    path = resolve_ref(cfg.pretrained)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **layers)
-    model.config.vocab_size = model.config.decoder.vocab_size
-    if cfg.keep_layers == "spread" and layers:
-        _load_spread_layers(model, path)
-    fresh = (_CROSS_ATTENTION, *_LM_HEAD)
-    if cfg.fresh_init == "copy":
-        _copy_fresh_parts(model.decoder)
-        fresh = _LM_HEAD
-    return model, frozenset(n for n, _ in model.named_parameters() if any(k in n for k in fresh))
-
-
-def spread_layers(kept: int, total: int) -> list[int]:
-    """``kept`` of ``total`` layer indices, evenly spaced and ending with the last: 3 of 6 -> [1, 3, 5]."""
-    if not 1 <= kept <= total:
-        raise ValueError(f"cannot keep {kept} of {total} layers")
-    return [round((i + 1) * total / kept) - 1 for i in range(kept)]
-
-
-def _layer_list(model: torch.nn.Module) -> torch.nn.ModuleList:
-    # a BERT-style stack: BertModel.encoder.layer, BertLMHeadModel.bert.encoder.layer
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and name.endswith("encoder.layer"):
-            return module
-    raise ValueError(f"keep_layers: spread needs a BERT-style layer stack (encoder.layer); {type(model).__name__} has none")
-
-
-@torch.no_grad()
-def _load_spread_layers(model: EncoderDecoderModel, path: str) -> None:
-    """Replace each truncated half's layers (loaded as the first N) by N layers spread over the checkpoint's."""
-    pretrained = _layer_list(AutoModel.from_pretrained(path))
-    for half in (model.encoder, model.decoder):
-        layers = _layer_list(half)
-        for i, j in enumerate(spread_layers(len(layers), len(pretrained))):
-            # a decoder layer also has cross-attention, which the checkpoint lacks; nothing else may be missing
-            missing, unexpected = layers[i].load_state_dict(pretrained[j].state_dict(), strict=False)
-            if unexpected or any(_CROSS_ATTENTION not in k for k in missing):
-                raise ValueError(f"layer {j} of {path} does not fit layer {i} of the student: "
-                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-
-
-@torch.no_grad()
-def _copy_fresh_parts(decoder: torch.nn.Module) -> None:
-    """Cross-attention := the layer's self-attention; LM-head transform := identity (BERT-style decoders)."""
-    modules = dict(decoder.named_modules())
-    for name, module in modules.items():
-        if name.endswith("." + _CROSS_ATTENTION):
-            module.load_state_dict(modules[name[: -len(_CROSS_ATTENTION)] + "attention"].state_dict())
-        elif name.endswith(_LM_HEAD[0]):
-            module.dense.weight.copy_(torch.eye(module.dense.weight.shape[0]))
-            module.dense.bias.zero_()
-            module.LayerNorm.weight.fill_(1.0)
-            module.LayerNorm.bias.zero_()
 
 
 def freeze_embeddings(model: torch.nn.Module) -> None:
@@ -401,14 +292,14 @@ def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
         raise FileNotFoundError(f"{path}: its weights were not kept (trained with run.keep_weights: false, or "
                                 "deleted); train the cell again with run.keep_weights: true to use it")
     kind = info["kind"]
-    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = auto.from_pretrained(path)
+        spec = get_kind(kind)
+    except ValueError as exc:
+        raise DataError(f"{INFERENCE_KEY}.kind: {exc}", path=str(path / "config.json")) from None
+    try:
+        model, tokenizer = spec.load(str(path))
     except (OSError, ValueError, SafetensorError) as exc:  # a truncated or foreign file: one line, not a traceback
         raise DataError(f"cannot load the checkpoint ({str(exc).splitlines()[0][:200]})", path=str(path)) from None
-    if kind == "causal":
-        tokenizer.padding_side = "left"
     model.eval()
     student = _finish(model, tokenizer, kind)
     student.restrict_output(info.get("output_vocabulary"))
