@@ -1,16 +1,40 @@
-"""Each stage's package-module deps in ``dvc.yaml`` (and the grids' copies) written from its script's import
-closure (``code_closure``): ``python tests/stage_deps.py`` after adding an import."""
+"""Each stage's package deps in ``dvc.yaml`` (and the grids' copies) written from its script's import closure
+(``code_closure``) and the package files those modules read (their ``PACKAGE_DATA``, such as the report's
+template): ``python tests/stage_deps.py`` after adding an import or such a file."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from distill_step_by_step.code_closure import closure
 
+DATA_NAME = "PACKAGE_DATA"
+
+
+def package_data(modules: set[Path]) -> set[Path]:
+    """The non-Python package files these modules read: each module's top-level ``PACKAGE_DATA``, a tuple of
+    paths relative to its folder. Read here, not in ``code_closure`` (which the training code imports, so
+    that editing it would make every cell stale)."""
+    out: set[Path] = set()
+    for path in modules:
+        for node in ast.parse(path.read_text()).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            if any(isinstance(t, ast.Name) and t.id == DATA_NAME for t in targets):
+                out |= {path.parent / name for name in ast.literal_eval(node.value)}
+    return out
+
+
+def stage_files(script: Path, src: Path) -> set[Path]:
+    """Every package file a stage script runs or reads: its import closure and those modules' package data."""
+    modules = closure(script, src)
+    return modules | package_data(modules)
+
 
 def write_deps(dvc_yaml: Path, src: Path) -> None:
-    """Rewrite the package-module deps of every stage of ``dvc_yaml`` to its script's import closure (the
-    lists tests/test_stage_deps.py checks): ``python tests/stage_deps.py`` after adding an import."""
+    """Rewrite the package deps of every stage of ``dvc_yaml`` to its script's files (``stage_files``: the lists
+    tests/test_stage_deps.py checks): ``python tests/stage_deps.py`` after adding an import."""
     import re
 
     import yaml
@@ -23,8 +47,9 @@ def write_deps(dvc_yaml: Path, src: Path) -> None:
     for (name, stage), start, end in zip(stages.items(), starts, starts[1:]):
         block, body = text[start:end], stage.get("do", stage)
         script = next(w for w in body["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
-        needed = sorted(p.resolve().relative_to(root.resolve()).as_posix() for p in closure(root / script, src))
-        found = re.search(r"((?:\n\s+- src/distill_step_by_step/[^\n$]+\.py)+)", block)
+        needed = sorted(p.resolve().relative_to(root.resolve()).as_posix() for p in stage_files(root / script, src))
+        # whole lines naming a package file; a templated one (a dataset's prompt, `${item}`) is data, left as it is
+        found = re.search(r"((?:\n\s+- src/distill_step_by_step/[^\n$]+(?=\n))+)", block)
         indent = re.match(r"\n(\s+)- ", found.group(1)).group(1)
         out += block[:found.start(1)] + "".join(f"\n{indent}- {d}" for d in needed) + block[found.end(1):]
     dvc_yaml.write_text(out)
