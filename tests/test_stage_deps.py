@@ -14,6 +14,7 @@ from distill_step_by_step.code_closure import closure, code_fingerprint, method_
 from distill_step_by_step.train.cell import Cell
 
 from conftest import REPO, copy_project, run
+from stage_deps import package_data, stage_files
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
@@ -28,14 +29,28 @@ def test_a_stage_depends_on_every_module_its_script_imports(name):
     body = stage.get("do", stage)
     deps = {d for d in body["deps"] if d.startswith("src/")}
     script = _script(body["cmd"])
-    methods = set(method_files(REPO / "src").values())  # a cell's own method's file, no other stage's
-    needed = {p.relative_to(REPO).as_posix() for p in closure(script, REPO / "src") - methods}
-    if name == "train_score":
-        needed.add("src/distill_step_by_step/methods/${item.method}.py")
+    needed = {p.relative_to(REPO).as_posix() for p in stage_files(script, REPO / "src")}
+    own_method = "src/distill_step_by_step/methods/${item.method}.py"  # a cell's own method's file, no other stage's
+    assert (own_method in deps) == (name == "train_score")
     assert script.relative_to(REPO).as_posix() in body["deps"]
     assert not needed - deps, f"{name}: missing deps {sorted(needed - deps)}"
-    # and nothing it does not import, which would re-run it for nothing (prompt files are data, not code)
-    assert not {d for d in deps if d.endswith(".py")} - needed, f"{name}: needless deps"
+    # and nothing it neither imports nor reads, which would re-run it for nothing (a dataset's prompt file,
+    # `${item}`, is that item's data)
+    assert not {d for d in deps if "${" not in d} - needed, f"{name}: needless deps"
+
+
+def test_only_the_report_stage_depends_on_the_report_template():
+    template = "src/distill_step_by_step/report/templates/results.md.j2"
+    assert [name for name, stage in STAGES.items() if template in stage.get("do", stage)["deps"]] == ["report"]
+    assert (REPO / template).is_file()
+
+
+def test_package_data_is_read_from_the_modules_that_declare_it(tmp_path):
+    (tmp_path / "a.py").write_text('PACKAGE_DATA = ("templates/x.j2", "y.txt")\n')
+    (tmp_path / "b.py").write_text('PACKAGE_DATA: tuple[str, ...] = ("z.txt",)\nOTHER = ("w.txt",)\n')
+    (tmp_path / "c.py").write_text('def f():\n    PACKAGE_DATA = ("no.txt",)\n')  # not at the top level
+    found = package_data({tmp_path / n for n in ("a.py", "b.py", "c.py")})
+    assert {p.relative_to(tmp_path).as_posix() for p in found} == {"templates/x.j2", "y.txt", "z.txt"}
 
 
 def test_the_import_closure_follows_lazy_and_relative_imports(tmp_path):
@@ -90,8 +105,9 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 @pytest.mark.slow
 def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(tmp_path):
-    """Titles, colours and plot styles are the report's: the committed cells stay current. A new method's file
-    changes no stage; a method's own code makes its cells stale, the default loss every cell."""
+    """Titles, colours, plot styles and the report's template are the report's: the committed cells stay
+    current. A new method's file changes no stage; a method's own code makes its cells stale, the default loss
+    every cell."""
     repo = copy_project(tmp_path, committed_grids=True)
     pipelines = ("dvc.yaml", "grids/smoke/dvc.yaml")
     assert _code_changed(repo, *pipelines) == []  # the locks record this code
@@ -100,6 +116,9 @@ def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(t
           '"fine-tuning on gold labels", "ft", "tab:cyan"')
     _edit(src / "report" / "presentation.py", '"esnli": "e-SNLI"', '"esnli": "e-SNLI (Camburu et al., 2018)"')
     _edit(src / "report" / "plots.py", 'linestyle=":", linewidth=1.2', 'linestyle=":", linewidth=2.0')
+    assert _code_changed(repo, *pipelines) == ["grids/smoke/dvc.yaml:report", "report"]
+    run(["git", "checkout", "-q", "--", "src"], repo)
+    _edit(src / "report" / "templates" / "results.md.j2", "## The paper's findings", "## What the paper found")
     assert _code_changed(repo, *pipelines) == ["grids/smoke/dvc.yaml:report", "report"]
 
     run(["git", "checkout", "-q", "--", "src"], repo)
@@ -128,7 +147,8 @@ def test_the_resume_fingerprint_covers_the_training_code_and_nothing_else(tmp_pa
     shutil.copytree(REPO / "src", src)
     pkg = src / "distill_step_by_step"
     before = code_fingerprint(src=src)
-    for cosmetic in ("report/presentation.py", "report/report.py", "report/plots.py", "ops/grid.py", "ops/kit.py"):
+    for cosmetic in ("report/presentation.py", "report/report.py", "report/plots.py", "report/templates/results.md.j2",
+                     "ops/grid.py", "ops/kit.py"):
         with (pkg / cosmetic).open("a") as fh:
             fh.write("# an edit that changes no cell\n")
     assert code_fingerprint(src=src) == before

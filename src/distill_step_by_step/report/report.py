@@ -1,5 +1,7 @@
 """The ``report`` stage: every grid cell and the teacher as tables, paired comparisons with intervals, verdicts
-on the paper's claims, the Markdown report, DVC's metrics and plot data, and the plots (``plots.py``).
+on the paper's claims, the Markdown report, DVC's metrics and plot data, and the plots (``plots.py``). The
+Markdown's layout and prose are a Jinja2 template (``templates/results.md.j2``); this module gives it the
+numbers, already formatted, the verdicts and the tables (pandas).
 
 Everything here is read from files other stages wrote (``<results>/<cell>/``: ``metrics.json``,
 ``predictions.jsonl`` and ``valid_curve.json`` from ``train_score``; ``<reports>/baseline.json`` and
@@ -16,11 +18,13 @@ intervals are of) and ``exact`` (the authors' rule, to compare with the paper).
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from ..data.scoring import RULES
 from ..jsonio import atomic_open, read_json, write_json
@@ -31,28 +35,14 @@ from .presentation import dataset_title, method_look, pct
 from .reading import TEACHER, Curve, GridResults, collect, collect_curves
 
 SBS = "step_by_step"
-# From the paper's abstract (Hsieh et al., 2023), quoted, not re-measured: the exact per-cell figures are
-# plotted in the paper's figures and are not transcribed here.
-PAPER_CLAIMS = (
-    "Distilling step-by-step with a 770M T5 outperforms few-shot prompted PaLM 540B using only 80% of the "
-    "available data on a benchmark, whereas standard fine-tuning of the same T5 struggles to match it even "
-    "with 100% of the data.",
-    "Compared with both standard fine-tuning and standard distillation, it reaches better accuracy with far "
-    "fewer labeled / unlabeled training examples, and beats few-shot LLMs with substantially smaller models.",
-)
-
-
-# What the paper found for each claim, to set our verdicts beside (Hsieh et al., 2023, section 4; a dataset
-# without an entry gets the general statement).
-PAPER_FINDING = {
-    "a": "the paper finds step-by-step ahead of standard fine-tuning and of standard distillation at every "
-         "training size and student size, on every dataset",
-    "b": {"esnli": ("the paper finds step-by-step with 12.5% of e-SNLI ahead of standard fine-tuning with all of it", 0.125),
-          None: ("the paper finds step-by-step reaching standard fine-tuning's full-data accuracy with a fraction of "
-                 "the data on every dataset", None)},
-    "c": "the paper finds step-by-step students (220M-770M T5) ahead of few-shot PaLM 540B with far less data "
-         "than standard fine-tuning needs, or where it never gets there",
-}
+# The Markdown's layout and fixed prose (the paper's findings among them), beside this module; it ships as
+# package data. tests/stage_deps.py reads PACKAGE_DATA to make it a dep of every stage that imports this module.
+PACKAGE_DATA = ("templates/results.md.j2",)
+# The smallest training fraction at which the paper finds step-by-step ahead of standard fine-tuning with all
+# of the data (Hsieh et al., 2023, section 4), which our claim (b) is set beside; a dataset without an entry is
+# set beside the general statement.
+PAPER_FRACTION = {"esnli": 0.125}
+STILL_LEARNING = 0.01  # a validation curve that gained more than this over its last quarter had not flattened
 
 
 def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float) -> np.ndarray | None:
@@ -183,25 +173,42 @@ def _tag(method: str) -> str:
     return method if method == TEACHER else method_look(method).tag
 
 
-# ----- the claims -----
+# ----- the claims: verdicts and counts, which the template words -----
 
 def _iv(row: Any) -> Interval:
     return Interval(row.difference, row.low, row.high, int(row.seeds), int(row.test_examples))
 
 
-def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher_name: str) -> list[str]:
-    """The paper's three claims for one dataset, each with a verdict from the intervals."""
-    lines = []
+def _verdict(row: Any) -> dict[str, str]:
+    """A comparison at one point, as the template shows it."""
+    return {"student": row.student, "fraction": pct(row.fraction), "verdict": row.verdict,
+            "interval": _iv(row).points()}
+
+
+def _equal_data(comps: pd.DataFrame) -> pd.DataFrame:
+    """Step-by-step against each rival method at the same fraction."""
+    return comps[(comps.method == SBS) & (comps.against != TEACHER) & (comps.against_fraction == comps.fraction)]
+
+
+def claims(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> dict[str, list[dict[str, Any]]]:
+    """The paper's three claims for one dataset, each with verdicts from the intervals: (a) per rival, the
+    verdict counts and each point's verdict; (b) per student; (c) per method."""
     mine = comps[comps.dataset == dataset]
-    equal = mine[(mine.method == SBS) & (mine.against != TEACHER) & (mine.against_fraction == mine.fraction)]
+    equal, claim_a = _equal_data(mine), []
     for rival, group in equal.groupby("against", sort=False):
         counts = group.verdict.value_counts()
-        lines.append(f"- (a) step-by-step against {method_look(rival).compared_as} at equal data, {len(group)} "
-                     f"(student, fraction) points: ahead at {counts.get('ahead', 0)}, behind at "
-                     f"{counts.get('behind', 0)}, cannot tell at {counts.get('cannot tell', 0)}.")
-        lines += [f"  - {r.student} at {pct(r.fraction)}: {r.verdict}, {_iv(r).points()}" for r in group.itertuples()]
+        claim_a.append({"rival": method_look(rival).compared_as, "n": len(group), "ahead": counts.get("ahead", 0),
+                        "behind": counts.get("behind", 0), "cannot_tell": counts.get("cannot tell", 0),
+                        "points": [_verdict(r) for r in group.itertuples()]})
+    return {"a": claim_a, "b": _claim_b(mine, equal, points[points.dataset == dataset]), "c": _claim_c(mine, points)}
+
+
+def _claim_b(mine: pd.DataFrame, equal: pd.DataFrame, points: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per student: the smallest fraction at which step-by-step is not behind fine-tuning with the most data
+    (``first`` None where there is none)."""
     reach = mine[(mine.method == SBS) & (mine.against == "finetune") & (mine.against_fraction != mine.fraction)]
-    for student, group in points[(points.dataset == dataset)].groupby("student", sort=False):
+    out = []
+    for student, group in points.groupby("student", sort=False):
         ft = group[group.method == "finetune"]
         if ft.empty or group[group.method == SBS].empty:
             continue
@@ -210,79 +217,82 @@ def claim_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, teacher
                                 equal[(equal.student == student) & (equal.against == "finetune") &
                                       (equal.fraction == largest)]]).sort_values("fraction")
         first = next((r for r in candidates.itertuples() if r.verdict != "behind"), None)
-        lines.append(f"- (b) {student}: the smallest fraction at which step-by-step is not behind fine-tuning with "
-                     f"{pct(largest)} of the data: " + (f"{pct(first.fraction)} ({first.verdict}, {_iv(first).points()})"
-                                                         if first else "none in this grid"))
-    lines.append(f"- (c) the smallest student and fraction not behind the teacher ({teacher_name}) on the same test "
-                 "examples:")
+        out.append({"student": student, "largest": pct(largest), "first": _verdict(first) if first else None})
+    return out
+
+
+def _claim_c(mine: pd.DataFrame, points: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per method: the smallest student and fraction not behind the teacher (``found``), else the closest."""
     vs_teacher = mine[mine.against == TEACHER].merge(points[["dataset", "method", "student", "fraction", "params_m"]],
                                                      on=["dataset", "method", "student", "fraction"])
+    out = []
     for method, group in vs_teacher.groupby("method", sort=False):
         ok = group[group.verdict != "behind"].sort_values(["params_m", "fraction"])
-        if ok.empty:
-            best = group.sort_values("difference").iloc[-1]
-            lines.append(f"  - {method_look(method).title}: none; closest: {best.student} at {pct(best.fraction)}, {_iv(best).points()}")
-        else:
-            r = ok.iloc[0]
-            lines.append(f"  - {method_look(method).title}: {r.student} ({r.params_m:g}M) at {pct(r.fraction)}: {r.verdict}, "
-                         f"{_iv(r).points()}")
-    return lines + agreement_lines(mine, points[points.dataset == dataset], dataset)
+        row = group.sort_values("difference").iloc[-1] if ok.empty else ok.iloc[0]
+        out.append({"method": method_look(method).title, "found": not ok.empty, "params": f"{row.params_m:g}",
+                    **_verdict(row)})
+    return out
 
 
-def agreement_lines(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> list[str]:
-    """One sentence per claim that sets this grid's verdicts beside what the paper found (``PAPER_FINDING``)."""
-    lines = ["", "Against the paper:"]
-    equal = comps[(comps.method == SBS) & (comps.against != TEACHER) & (comps.against_fraction == comps.fraction)]
-    if not equal.empty:
-        c = equal.verdict.value_counts()
-        n, ahead, behind = len(equal), c.get("ahead", 0), c.get("behind", 0)
-        word = ("agree" if ahead == n else f"agree at {ahead} and disagree at {behind}" if ahead and behind else
-                "disagree" if behind else "agree in part (the rest cannot tell)" if ahead else "cannot tell yet")
-        lines.append(f"- (a) {PAPER_FINDING['a']}; here step-by-step is ahead at {ahead} of {n} (point, rival) pairs, "
-                     f"behind at {behind}, and the intervals cannot tell at {n - ahead - behind}: our numbers **{word}**.")
-    finding, paper_fraction = PAPER_FINDING["b"].get(dataset, PAPER_FINDING["b"][None])
+def agreement(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> dict[str, Any]:
+    """This grid's verdicts set beside what the paper found, claim by claim (one dataset's comparisons and
+    points): the counts and a plain word (**agree**, **disagree**, ...) for the template's sentences."""
+    paper_fraction = PAPER_FRACTION.get(dataset)
+    return {"paper_fraction": pct(paper_fraction) if paper_fraction is not None else None,
+            "a": _agree_a(comps), "b": _agree_b(comps, paper_fraction), "c": _agree_c(comps, points)}
+
+
+def _agree_a(comps: pd.DataFrame) -> dict[str, Any] | None:
+    equal = _equal_data(comps)
+    if equal.empty:
+        return None
+    c = equal.verdict.value_counts()
+    n, ahead, behind = len(equal), c.get("ahead", 0), c.get("behind", 0)
+    word = ("agree" if ahead == n else f"agree at {ahead} and disagree at {behind}" if ahead and behind else
+            "disagree" if behind else "agree in part (the rest cannot tell)" if ahead else "cannot tell yet")
+    return {"n": n, "ahead": ahead, "behind": behind, "cannot_tell": n - ahead - behind, "word": word}
+
+
+def _agree_b(comps: pd.DataFrame, paper_fraction: float | None) -> list[dict[str, Any]]:
+    """Per student: from which smaller fraction (``first``) step-by-step is ahead of fine-tuning with the most
+    data, whether it has any result with less (``smaller``), and the word."""
     reach = comps[(comps.method == SBS) & (comps.against == "finetune")]
+    out = []
     for student, group in reach.groupby("student", sort=False):
         largest = group.against_fraction.max()
         full = group[group.against_fraction == largest].sort_values("fraction")
         ok = full[(full.verdict == "ahead") & (full.fraction < largest)]
-        if (full.fraction < largest).sum() == 0:
-            lines.append(f"- (b) {finding}; here {student} has no step-by-step result with less than {pct(largest)} "
-                         "of the data yet: our numbers **cannot tell yet**.")
-            continue
-        if ok.empty:
-            lines.append(f"- (b) {finding}; here {student} with step-by-step is ahead of fine-tuning with "
-                         f"{pct(largest)} at no smaller fraction: our numbers **do not show it**.")
-            continue
-        first = ok.fraction.min()
-        word = "agree" if paper_fraction is None or first <= paper_fraction else "agree only with more data"
-        lines.append(f"- (b) {finding}; here {student} with step-by-step is ahead of fine-tuning with {pct(largest)} "
-                     f"from {pct(first)} of the data: our numbers **{word}**.")
+        smaller = bool((full.fraction < largest).any())
+        first = ok.fraction.min() if not ok.empty else None
+        word = ("cannot tell yet" if not smaller else "do not show it" if first is None else
+                "agree" if paper_fraction is None or first <= paper_fraction else "agree only with more data")
+        out.append({"student": student, "largest": pct(largest), "smaller": smaller,
+                    "first": pct(first) if first is not None else None, "word": word})
+    return out
+
+
+def _agree_c(comps: pd.DataFrame, points: pd.DataFrame) -> dict[str, Any] | None:
+    """The smallest step-by-step student and fraction ahead of the teacher (``first``), fine-tuning's
+    (``finetune``), and the word; None without step-by-step comparisons with the teacher."""
     vs = comps[comps.against == TEACHER].merge(points[["method", "student", "fraction", "params_m"]],
                                                on=["method", "student", "fraction"])
     firsts = {m: g[g.verdict == "ahead"].sort_values(["params_m", "fraction"]).head(1)
               for m, g in vs.groupby("method", sort=False)}
-    if SBS in firsts:
-        sbs = firsts[SBS]
-        if sbs.empty:
-            lines.append(f"- (c) {PAPER_FINDING['c']}; here no step-by-step student is ahead of the teacher: our "
-                         "numbers **do not show it**.")
-        else:
-            r, ft = sbs.iloc[0], firsts.get("finetune")
-            if ft is None or ft.empty:
-                other, word = "standard fine-tuning at no point", "agree"
-            else:
-                f = ft.iloc[0]
-                other = f"standard fine-tuning first with {f.student} at {pct(f.fraction)}"
-                mine_first, theirs = (r.params_m, r.fraction), (f.params_m, f.fraction)
-                word = "agree" if mine_first < theirs else "agree in part" if mine_first == theirs else "disagree"
-            lines.append(f"- (c) {PAPER_FINDING['c']}; here step-by-step is ahead of the teacher first with "
-                         f"{r.student} ({r.params_m:g}M) at {pct(r.fraction)} of the data, {other}: our numbers "
-                         f"**{word}**.")
-    return lines
+    if SBS not in firsts:
+        return None
+    if firsts[SBS].empty:
+        return {"first": None, "finetune": None, "word": "do not show it"}
+    r, ft = firsts[SBS].iloc[0], firsts.get("finetune")
+    first = {"student": r.student, "params": f"{r.params_m:g}", "fraction": pct(r.fraction)}
+    if ft is None or ft.empty:
+        return {"first": first, "finetune": None, "word": "agree"}
+    f = ft.iloc[0]
+    mine_first, theirs = (r.params_m, r.fraction), (f.params_m, f.fraction)
+    word = "agree" if mine_first < theirs else "agree in part" if mine_first == theirs else "disagree"
+    return {"first": first, "finetune": {"student": f.student, "fraction": pct(f.fraction)}, "word": word}
 
 
-# ----- markdown -----
+# ----- markdown: the template's context -----
 
 def _cell_text(p: Any, seeds: int) -> str:
     text = f"{p.accuracy:.1%} [{p.low:.1%}, {p.high:.1%}]"
@@ -311,74 +321,53 @@ def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dat
     return pd.DataFrame(rows, columns=["method", "student", "params (M)", *columns]).to_markdown(index=False)
 
 
-def _facts(dataset: str, context: dict[str, Any]) -> list[str]:
-    facts = []
-    if split := context.get("splits", {}).get(dataset):
-        facts += [f"test examples: {split.get('test')} of {split.get('test_available')}",
-                  f"validation: {split.get('valid')} (fixed; model selection only)",
-                  f"training pool: {split.get('pool_used')} of {split.get('pool_available')}"]
-    if note := context.get("notes", {}).get(dataset):
-        facts.append(note)
-    if teacher := context.get("baseline", {}).get(dataset):
-        full = teacher.get("full_test", teacher)
-        facts.append(f"teacher ({context.get('teacher_name', TEACHER)}) on the full official test set "
-                     f"(n={full['n']}): {full['exact_accuracy']:.2%} exact ({full['exact_correct']}/{full['n']}, the "
-                     f"authors' rule: compare this with the paper), {full['accuracy']:.2%} lenient; "
-                     f"{full.get('unparsed', 0)} completion(s) unparsed")
-    return facts
+def _facts(dataset: str, context: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's split sizes, the corpus's note and the teacher on the full test set (each None without)."""
+    split = context.get("splits", {}).get(dataset)
+    teacher, full = context.get("baseline", {}).get(dataset), None
+    if teacher:
+        whole = teacher.get("full_test", teacher)
+        full = {"n": whole["n"], "exact": f"{whole['exact_accuracy']:.2%}", "exact_correct": whole["exact_correct"],
+                "lenient": f"{whole['accuracy']:.2%}", "unparsed": whole.get("unparsed", 0)}
+    keys = ("test", "test_available", "valid", "pool_used", "pool_available")
+    return {"split": {k: split.get(k) for k in keys} if split else None,
+            "note": context.get("notes", {}).get(dataset), "teacher": full}
+
+
+def _curve_summary(curves: list[Curve]) -> dict[str, Any] | None:
+    """Whether training had flattened: the largest validation gain over the last quarter of the steps, and
+    how many points still gained more than ``STILL_LEARNING``."""
+    if not curves:
+        return None
+    steep = max(curves, key=lambda c: c.late_gain())
+    return {"gain": f"{100 * steep.late_gain():+.1f}", "method": method_look(steep.method).title,
+            "student": steep.student, "fraction": pct(steep.fraction), "total": len(curves),
+            "rising": sum(c.late_gain() > STILL_LEARNING for c in curves), "threshold": f"{100 * STILL_LEARNING:g}"}
+
+
+@cache
+def _template() -> Template:
+    folder, name = PACKAGE_DATA[0].rsplit("/", 1)
+    # StrictUndefined: a name the context lacks fails the stage rather than leaving a blank in the report
+    env = Environment(loader=PackageLoader(__package__, folder), undefined=StrictUndefined, autoescape=False,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(name)
 
 
 def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: GridConfig, context: dict[str, Any],
              curves: list["Curve"] | None = None) -> str:
-    """The human-readable report: accuracy tables with intervals, the teacher, verdicts on the paper's claims."""
-    seeds = len(grid.seeds)
+    """The human-readable report: accuracy tables with intervals, the teacher, verdicts on the paper's claims
+    (``templates/results.md.j2`` lays them out)."""
     name = context.get("teacher_name", TEACHER)
-    lines = [
-        "# Results", "",
-        "Generated by the `report` stage from each cell's `metrics.json` and `predictions.jsonl` (stage "
-        "`train_score`), `baseline.json` and `teacher/` (stage `baseline`), `corpus/*.json` (stage `annotate`) and "
-        "`splits/*.json` (stage `split`). Do not edit by hand: run `dvc repro`.", "",
-        f"Test accuracy, mean over {seeds} seed(s) ({', '.join(map(str, grid.seeds))}), then its 95% interval in "
-        f"square brackets, then in round brackets the **exact** accuracy ({RULES['exact']}). The headline is the "
-        f"**lenient** accuracy ({RULES['lenient']}). Intervals are percentile bootstraps over the test examples"
-        + (" and the seeds" if seeds > 1 else " (one seed: they cover test-example sampling only, not "
-                                               "seed-to-seed variation)")
-        + "; comparisons are paired (the same resampled examples for both sides, seed s with seed s) and read "
-          "**ahead** or **behind** when the whole interval is on one side of 0, else **cannot tell**. Checkpoints "
-          "are selected on validation (lenient rule); test is scored once. `comparisons.csv` holds every comparison.",
-        "",
-    ]
-    if res.missing:
-        lines += [f"**{len(res.missing)} of {len(grid.cells())} cells of this grid have no results yet** (shown as –): "
-                  + ", ".join(c.name for c in res.missing[:12]) + (", ..." if len(res.missing) > 12 else "") + ".", ""]
-    for dataset in grid.datasets:
-        lines += [f"## {dataset_title(dataset)}", "", *[f"- {f}" for f in _facts(dataset, context)], "",
-                  accuracy_table(points, res, grid, dataset, name), "",
-                  *claim_lines(comps, points, dataset, name), "",
-                  f"![accuracy vs training fraction](plots/{dataset}_by_fraction.png)",
-                  f"![accuracy vs student size](plots/{dataset}_by_size.png)", ""]
-        if curves is not None:
-            lines += _curve_lines([c for c in curves if c.dataset == dataset], dataset)
-    lines += ["## The paper's findings (quoted from Hsieh et al., 2023, not measured here)", ""]
-    lines += [f"- {claim}" for claim in PAPER_CLAIMS]
-    lines += ["", "These were obtained with T5 v1.1 students (220M-11B) on GPUs/TPUs. Numbers in the tables above "
-              "come only from this repository's stages.", ""]
-    return "\n".join(lines)
-
-
-def _curve_lines(curves: list[Curve], dataset: str) -> list[str]:
-    """Whether training had flattened: validation accuracy gained over the last quarter of the steps."""
-    if not curves:
-        return []
-    steep = max(curves, key=lambda c: c.late_gain())
-    rising = [c for c in curves if c.late_gain() > 0.01]
-    return [f"Validation curves (mean over seeds): over the last quarter of training, the best validation "
-            f"accuracy rose by at most "
-            f"{100 * steep.late_gain():+.1f} points ({method_look(steep.method).title}, {steep.student}, "
-            f"{pct(steep.fraction)} of the data); {len(rising)} of {len(curves)} (method, student, fraction) points "
-            "still gained more than 1 point, so "
-            + ("those were still learning when training stopped." if rising else "every curve had flattened."), "",
-            f"![validation accuracy during training](plots/{dataset}_valid_curves.png)", ""]
+    datasets = [{"name": d, "title": dataset_title(d), "facts": _facts(d, context),
+                 "table": accuracy_table(points, res, grid, d, name), "claims": claims(comps, points, d),
+                 "agreement": agreement(comps[comps.dataset == d], points[points.dataset == d], d),
+                 "curves": None if curves is None else _curve_summary([c for c in curves if c.dataset == d])}
+                for d in grid.datasets]
+    missing = {"count": len(res.missing), "total": len(grid.cells()), "names": [c.name for c in res.missing[:12]],
+               "more": len(res.missing) > 12} if res.missing else None
+    return _template().render(seeds=list(grid.seeds), rules=RULES, teacher_name=name, missing=missing,
+                              datasets=datasets)
 
 
 # ----- the stage -----
