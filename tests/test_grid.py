@@ -45,14 +45,14 @@ def test_shares_are_disjoint_whole_comparison_points_in_grid_order():
 def test_estimates_come_from_the_most_similar_measured_cells_else_a_long_guess():
     times = CellTimes({"esnli/finetune/smollm2-135m/f0.5-s0": 100.0, "esnli/finetune/smollm2-135m/f1.0-s0": 120.0,
                        "cqa/step_by_step/gemma3-270m/f0.5-s0": 400.0}, guess=1800.0)
-    assert times.estimate(Cell("esnli", "finetune", "smollm2-135m", "0.25", 1)) == pytest.approx(1.25 * 110)
-    assert times.estimate(Cell("anli1", "finetune", "smollm2-135m", "0.25", 1)) == pytest.approx(1.25 * 110)
-    assert times.estimate(Cell("anli1", "distill", "gemma3-270m", "0.25", 1)) == pytest.approx(1.25 * 400)
-    assert times.estimate(Cell("anli1", "distill", "minilm-l6", "0.25", 1)) == 1800.0
+    assert times.estimate(Cell("esnli", "finetune", "smollm2-135m", 0.25, 1)) == pytest.approx(1.25 * 110)
+    assert times.estimate(Cell("anli1", "finetune", "smollm2-135m", 0.25, 1)) == pytest.approx(1.25 * 110)
+    assert times.estimate(Cell("anli1", "distill", "gemma3-270m", 0.25, 1)) == pytest.approx(1.25 * 400)
+    assert times.estimate(Cell("anli1", "distill", "minilm-l6", 0.25, 1)) == 1800.0
 
 
 def test_a_grid_cell_trains_only_under_a_worker_and_never_under_an_assembly(monkeypatch):
-    cell = Cell("anli1", "finetune", "tiny-t5", "0.5", 0)
+    cell = Cell("anli1", "finetune", "tiny-t5", 0.5, 0)
     for var in ("DSS_WORKER", "DSS_ASSEMBLE"):
         monkeypatch.delenv(var, raising=False)
     check_may_train("params.yaml", cell)  # the repository's own pipeline trains as usual

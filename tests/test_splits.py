@@ -23,7 +23,7 @@ def test_nested_disjoint_and_sized(ids):
     assert len(valid) == round(0.1 * len(pool)) and valid <= set(pool)
     assert test_set == set(test) and not valid & test_set
     for seed in (0, 1, 2):
-        sets = [set(s["train"][seed][str(f)]) for f in FRACTIONS]
+        sets = [set(s["train"][seed][f]) for f in FRACTIONS]
         for small, large in zip(sets, sets[1:]):
             assert small < large
         assert not sets[-1] & valid and not sets[-1] & test_set
@@ -31,7 +31,7 @@ def test_nested_disjoint_and_sized(ids):
         for f, chosen in zip(FRACTIONS, sets):
             assert len(chosen) == round(f * len(sets[-1]))
     # different seeds draw different subsets, same validation for all
-    assert set(s["train"][0]["0.125"]) != set(s["train"][1]["0.125"])
+    assert set(s["train"][0][0.125]) != set(s["train"][1][0.125])
 
 
 def test_deterministic_and_independent_of_other_fractions(ids):
@@ -40,7 +40,7 @@ def test_deterministic_and_independent_of_other_fractions(ids):
     b = make_splits(pool, test, SplitConfig(), (0.125, 0.25, 0.5, 1.0), (3, 0))
     assert a["valid"] == b["valid"]
     # adding fractions or seeds leaves existing manifests unchanged, so DVC reruns nothing for them
-    assert a["train"][0]["0.25"] == b["train"][0]["0.25"]
+    assert a["train"][0][0.25] == b["train"][0][0.25]
     assert a == make_splits(pool, test, SplitConfig(), (0.25, 1.0), (0,))
 
 
@@ -52,8 +52,8 @@ def test_pool_cap_valid_count_and_test_subsample(ids):
     capped = make_splits(pool, test, SplitConfig(valid_size=0.1, valid_max=48), (1.0,), (0,))
     uncapped = make_splits(pool, test, SplitConfig(valid_size=0.1), (1.0,), (0,))
     assert len(capped["valid"]) == 48 and set(capped["valid"]) < set(uncapped["valid"])
-    assert set(s["train"][0]["1.0"]) == set(s["train"][1]["1.0"])  # same capped pool for every seed
-    assert len(s["train"][0]["0.5"]) == 100
+    assert set(s["train"][0][1.0]) == set(s["train"][1][1.0])  # same capped pool for every seed
+    assert len(s["train"][0][0.5]) == 100
     assert set(s["test"]) <= set(test)
 
 

@@ -70,7 +70,7 @@ def test_the_import_closure_follows_lazy_and_relative_imports(tmp_path):
 def test_dvc_yaml_names_cell_paths_as_cell_does():
     from distill_step_by_step.train.cell import CURVE_FILE, METRICS_FILE, PREDICTIONS_FILE, RECORD_FILE
 
-    cell = Cell("esnli", "finetune", "minilm-l6", "0.25", 1)
+    cell = Cell("esnli", "finetune", "minilm-l6", 0.25, 1)
     item = {"item.dataset": "esnli", "item.method": "finetune", "item.student": "minilm-l6", "item.fraction": "0.25",
             "item.seed": "1", "paths.results": "results/demo", "paths.models": "models"}
 

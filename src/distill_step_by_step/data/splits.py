@@ -29,9 +29,15 @@ from ..jsonio import atomic_dir, read_jsonl, write_lines
 from ..settings import SplitConfig
 
 
-def train_ids_path(splits_dir: str | Path, seed: int | str, fraction: float | str) -> Path:
-    """The manifest of one seed's training fraction (the fraction as written in params.yaml)."""
-    return Path(splits_dir) / f"seed_{seed}" / f"train_{fraction}.ids"
+def fraction_text(fraction: float) -> str:
+    """A data fraction as stage names and paths spell it (``0.25``, ``1.0``): as DVC's matrix writes the
+    float of ``grid.fractions`` into ``dvc.yaml``. A fraction is a float everywhere else."""
+    return str(float(fraction))
+
+
+def train_ids_path(splits_dir: str | Path, seed: int | str, fraction: float) -> Path:
+    """The manifest of one seed's training fraction."""
+    return Path(splits_dir) / f"seed_{seed}" / f"train_{fraction_text(fraction)}.ids"
 
 
 def valid_ids_path(splits_dir: str | Path) -> Path:
@@ -73,7 +79,7 @@ def make_splits(pool_ids: list[str], test_ids: list[str], cfg: SplitConfig, frac
         for f in fractions:
             k = max(1, int(round(float(f) * len(rest))))
             chosen = np.sort(rest[order[:k]])
-            train[seed][str(f)] = [pool_ids[i] for i in chosen]
+            train[seed][float(f)] = [pool_ids[i] for i in chosen]
     return {"valid": [pool_ids[i] for i in valid_idx], "test": test, "train": train, "pool_size": len(rest)}
 
 
@@ -90,12 +96,12 @@ def write_splits(corpus_dir: str | Path, out_dir: str | Path, test_out: str | Pa
         "valid": len(splits["valid"]),
         "test": len(splits["test"]),
         "test_available": len(test_ids),
-        "train": {str(s): {f: len(ids) for f, ids in per.items()} for s, per in splits["train"].items()},
+        "train": {str(s): {fraction_text(f): len(ids) for f, ids in per.items()} for s, per in splits["train"].items()},
     }
     with atomic_dir(out_dir) as tmp:
         write_lines(valid_ids_path(tmp), splits["valid"])
         for seed, per in splits["train"].items():
-            for tag, ids in per.items():
-                write_lines(train_ids_path(tmp, seed, tag), ids)
+            for fraction, ids in per.items():
+                write_lines(train_ids_path(tmp, seed, fraction), ids)
     write_lines(test_out, splits["test"])
     return summary

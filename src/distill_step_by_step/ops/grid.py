@@ -98,7 +98,7 @@ class Grid:
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in grid order."""
-        return [Cell(d, m, s, str(f), seed) for d, m, s, f, seed in self.settings().grid.cells()]
+        return [Cell(d, m, s, f, seed) for d, m, s, f, seed in self.settings().grid.cells()]
 
     def locked(self) -> dict[str, dict[str, Any]]:
         """The stages this pipeline's ``dvc.lock`` records, by name."""

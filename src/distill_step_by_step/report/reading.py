@@ -22,7 +22,7 @@ CELL_COLUMNS = ["dataset", "method", "student", "params_m", "fraction", "n_train
 
 
 def grid_cells(grid: GridConfig) -> list[Cell]:
-    return [Cell(d, m, s, str(f), seed) for d, m, s, f, seed in grid.cells()]
+    return [Cell(d, m, s, f, seed) for d, m, s, f, seed in grid.cells()]
 
 
 def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:
@@ -50,7 +50,7 @@ def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig
             continue
         m = read_json(folder / METRICS_FILE)
         info = m.get("record", {})
-        key = (cell.dataset, cell.method, cell.student, float(cell.fraction), int(cell.seed))
+        key = (cell.dataset, cell.method, cell.student, cell.fraction, int(cell.seed))
         rows.append({"dataset": cell.dataset, "method": cell.method, "student": cell.student,
                      "params_m": info.get("params_m"), "fraction": key[3], "n_train": info.get("n_train"),
                      "seed": key[4], "accuracy": m["accuracy"], "exact_accuracy": m.get("exact_accuracy"),
@@ -104,7 +104,7 @@ def collect_curves(results_root: str | Path, grid: GridConfig) -> list[Curve]:
     for cell in grid_cells(grid):
         path = cell.results_dir(results_root) / CURVE_FILE
         if path.is_file():
-            key = (cell.dataset, cell.method, cell.student, float(cell.fraction))
+            key = (cell.dataset, cell.method, cell.student, cell.fraction)
             runs.setdefault(key, []).append({p["step"]: p["valid_accuracy"] for p in read_json(path)})
     curves = []
     for (dataset, method, student, fraction), seeds in runs.items():

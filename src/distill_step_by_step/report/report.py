@@ -79,7 +79,7 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
     rival method, and every method against the teacher; and, for claim (b), step-by-step at each fraction
     against fine-tuning at the largest one."""
     boot, rows = _bootstraps(res), []
-    largest = max(float(f) for f in grid.fractions)
+    largest = max(grid.fractions)
 
     def add(dataset: str, student: str, fraction: float, method: str, against: str, a: np.ndarray | None,
             b: np.ndarray | None, against_fraction: float | None = None) -> None:
@@ -94,7 +94,7 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
 
     for dataset in grid.datasets:
         for student in grid.students:
-            for fraction in (float(f) for f in grid.fractions):
+            for fraction in grid.fractions:
                 sbs = _seed_matrix(res, dataset, SBS, student, fraction)
                 for rival in grid.methods:
                     if rival != SBS and method_look(rival).compared_as:
@@ -127,7 +127,7 @@ def plot_by_fraction_table(points: pd.DataFrame, res: GridResults, grid: GridCon
     """``accuracy_by_fraction.csv``, DVC's plot of accuracy against the data fraction: one row per (dataset,
     series, fraction) in percent, a series being a method and a student (``sbs minilm-l6-d1``), with the
     point's 95% interval; the teacher is a series of its own, flat across the fractions."""
-    rows = [{"dataset": p.dataset, "series": f"{_tag(p.method)} {p.student}", "fraction": 100 * float(p.fraction),
+    rows = [{"dataset": p.dataset, "series": f"{_tag(p.method)} {p.student}", "fraction": 100 * p.fraction,
              "accuracy": 100 * float(p.accuracy), "low": 100 * float(p.low), "high": 100 * float(p.high)}
             for p in points.itertuples()]
     rows += [{"dataset": t.dataset, "series": TEACHER, "fraction": 100 * float(f), "accuracy": 100 * float(t.accuracy),
@@ -303,7 +303,7 @@ def _cell_text(p: Any, seeds: int) -> str:
 def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dataset: str, teacher_name: str) -> str:
     """A dataset's table: a row per (method, student), a column per fraction, the teacher's row last."""
     mine = points[points.dataset == dataset].copy()
-    fractions = [float(f) for f in grid.fractions]
+    fractions = grid.fractions
     n_train = {f: next((int(v) for v in mine[mine.fraction == f].n_train if pd.notna(v)), None) for f in fractions}
     columns = [f"{pct(f)} (n={n_train[f] if n_train[f] is not None else '?'})" for f in fractions]
     mine["text"] = [_cell_text(p, len(grid.seeds)) for p in mine.itertuples()]

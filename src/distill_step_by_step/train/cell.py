@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.corpus import read_corpus
-from ..data.splits import train_ids_path, valid_ids_path
+from ..data.splits import fraction_text, train_ids_path, valid_ids_path
 from ..errors import DataError, StageError
 from ..jsonio import read_lines
 
@@ -32,23 +32,23 @@ GRIDS_DIR = "grids"
 
 @dataclass(frozen=True)
 class Cell:
-    """One cell of the grid; ``fraction`` as written in params.yaml (``0.25``, ``1.0``)."""
+    """One cell of the grid; its names and paths spell the fraction as ``fraction_text`` does (``0.25``)."""
 
     dataset: str
     method: str
     student: str
-    fraction: str
+    fraction: float
     seed: int
 
     @property
     def stage(self) -> str:
         """The cell's stage name in ``dvc.yaml`` (``train_score@<dataset>-<method>-<student>-<fraction>-<seed>``)."""
-        return f"train_score@{self.dataset}-{self.method}-{self.student}-{self.fraction}-{self.seed}"
+        return f"train_score@{self.dataset}-{self.method}-{self.student}-{fraction_text(self.fraction)}-{self.seed}"
 
     @property
     def name(self) -> str:
         """``<dataset>/<method>/<student>/f<fraction>-s<seed>``: the cell's path below models/ and results/."""
-        return f"{self.dataset}/{self.method}/{self.student}/f{self.fraction}-s{self.seed}"
+        return f"{self.dataset}/{self.method}/{self.student}/f{fraction_text(self.fraction)}-s{self.seed}"
 
     def model_dir(self, root: str | Path = MODELS_ROOT) -> Path:
         """Where the ``train_score`` stage writes the cell's checkpoint."""
@@ -63,7 +63,7 @@ class Cell:
         """The cell's coordinates as command-line options (how ``dvc.yaml`` passes them to a stage)."""
         for name in ("dataset", "method", "student"):
             ap.add_argument(f"--{name}", required=True)
-        ap.add_argument("--fraction", required=True, help="as written in params.yaml, e.g. 0.25")
+        ap.add_argument("--fraction", type=float, required=True, help="a fraction of grid.fractions, e.g. 0.25")
         ap.add_argument("--seed", type=int, required=True)
 
     @classmethod
@@ -74,7 +74,7 @@ class Cell:
     def info(self) -> dict[str, Any]:
         """The cell's coordinates as recorded in ``student.json``."""
         return {"dataset": self.dataset, "method": self.method, "student": self.student,
-                "fraction": float(self.fraction), "seed": int(self.seed), "cell": self.name}
+                "fraction": self.fraction, "seed": int(self.seed), "cell": self.name}
 
 
 def check_may_train(params_path: str | Path, cell: Cell) -> None:
