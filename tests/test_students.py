@@ -293,3 +293,12 @@ def test_a_new_student_kind_is_one_file_and_trains_and_scores_through_the_smoke_
     assert json.loads(record.read_text())["kind"] == "toy-lm"
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert [(r["student"], r["method"]) for r in rows] == [("toy", "finetune")] and 0 <= float(rows[0]["accuracy"]) <= 1
+
+
+def test_each_student_kind_is_the_file_named_like_it():
+    """Settings check a kind against the files of students/kinds/ (importing no model code); each file registers
+    the kind it is named after."""
+    from distill_step_by_step.settings import STUDENT_KINDS
+    from distill_step_by_step.students.kind import kinds
+
+    assert STUDENT_KINDS == tuple(kinds()) == ("causal", "encoder-decoder", "seq2seq")

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..kind import StudentKind, register
-from ..kind import Batch, Row
+from ..kind import Batch, Row, StudentKind, register
 from ..modeling import padded, target_positions, to_device
 from ..student import Student, load_causal_lm, resolve_ref
 from .seq2seq import built_in_code

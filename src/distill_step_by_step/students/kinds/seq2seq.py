@@ -10,8 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..kind import StudentKind, register
-from ..kind import Batch, Loss, Row, logits_at_targets
+from ..kind import Batch, Loss, Row, StudentKind, logits_at_targets, register
 from ..modeling import padded, target_positions, to_device
 from ..student import Student, resolve_ref
 
