@@ -1,4 +1,5 @@
-"""DVC stage `prepare`: normalise the authors' archive (local zip/folder or URL) into data/prepared."""
+"""DVC stage `prepare`: normalise the authors' archive (local zip/folder or URL) and the tasks of
+params.yaml (their own files or Hub datasets) into data/prepared."""
 
 import argparse
 

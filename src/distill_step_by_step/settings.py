@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from .data.datasets import register_task
 from .data.datasets import registry as datasets_registry
+from .data.tasks import TaskConfig
 from .errors import DataError
 from .methods.method import MethodSettings
 from .methods.registry import method_settings, registry
@@ -27,7 +29,8 @@ from .schema import SettingsError, as_mapping, parse, setting, shown, typed_valu
 STUDENT_KINDS = tuple(sorted(p.stem.replace("_", "-") for p in (Path(__file__).parent / "students" / "kinds").glob("*.py")
                              if p.stem != "__init__"))
 LIVE_TEACHERS = ("http", "local")  # each with its settings block, teacher.<name>
-TEACHERS = ("palm", *LIVE_TEACHERS)  # palm: the recorded PaLM 540B completions
+# palm: the recorded PaLM 540B completions; human: the rationales people wrote (a dataset's column)
+TEACHERS = ("palm", *LIVE_TEACHERS, "human")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 # ----- the groups -----
@@ -233,6 +236,7 @@ class Settings:
     grid: GridConfig
     students: dict[str, StudentConfig]
     methods: dict[str, MethodSettings]  # each method's own settings class (methods/)
+    tasks: dict[str, TaskConfig]  # your own datasets, each a dataset once the settings are read
     train: TrainConfig
     test: TestConfig
     run: RunConfig
@@ -290,6 +294,7 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
     students = {name: parse(StudentConfig, raw, f"students.{name}")
                 for name, raw in as_mapping(params["students"], "students").items()}
     methods = {name: method_settings(name, raw) for name, raw in as_mapping(params.get("methods"), "methods").items()}
+    tasks = {name: _task(name, raw) for name, raw in as_mapping(params.get("tasks"), "tasks").items()}
     settings = Settings(
         data=parse(DataConfig, params["data"], "data"),
         teacher=check_teacher(parse(TeacherConfig, params.get("teacher"), "teacher")),
@@ -297,6 +302,7 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
         grid=parse(GridConfig, params["grid"], "grid"),
         students=students,
         methods=methods,
+        tasks=tasks,
         train=parse(TrainConfig, params["train"], "train"),
         test=parse(TestConfig, params.get("test"), "test"),
         run=parse(RunConfig, params.get("run"), "run"),
@@ -305,6 +311,16 @@ def _parse_settings(params: dict[str, Any]) -> Settings:
     )
     _check_grid(settings)
     return settings
+
+
+def _task(name: str, raw: Any) -> TaskConfig:
+    """``tasks.<name>``, checked and registered as a dataset."""
+    task = parse(TaskConfig, raw, f"tasks.{name}")
+    try:
+        register_task(name, task)
+    except ValueError as exc:
+        raise SettingsError(f"tasks.{name}", str(exc).removeprefix(f"tasks.{name}: ")) from None
+    return task
 
 
 def check_teacher(teacher: TeacherConfig) -> TeacherConfig:
@@ -317,7 +333,7 @@ def check_teacher(teacher: TeacherConfig) -> TeacherConfig:
                 raise SettingsError(f"teacher.{name}", f"should be a mapping of settings, got {shown(block)}")
             blocks[name] = parse(cls, block, f"teacher.{name}")
     teacher = dataclasses.replace(teacher, **blocks)
-    if teacher.name != "palm" and getattr(teacher, teacher.name) is None:
+    if teacher.name in LIVE_TEACHERS and getattr(teacher, teacher.name) is None:
         raise SettingsError(f"teacher.{teacher.name}", f"missing: teacher.name is {teacher.name}")
     return teacher
 

@@ -39,6 +39,14 @@ def corpus_record(example: dict[str, Any], completion: str, dataset: str) -> dic
     }
 
 
+def human_record(example: dict[str, Any], rationale: str | None) -> dict[str, Any]:
+    """A prepared example with the rationale people wrote for it; the teacher's label is the gold label."""
+    ok = bool(rationale)
+    return {**example, "completion": rationale or "", "rationale": rationale if ok else None,
+            "teacher_label": example["label"] if ok else None, "teacher_ok": ok,
+            "teacher_error": None if ok else "no human rationale"}
+
+
 def failed_record(example: dict[str, Any], error: str) -> dict[str, Any]:
     """An example whose request failed for good (``error``: ``"HTTP 400: <the server's reason>"``): no
     completion, and flagged like an unparsed one so that no teacher output of it is trained on."""
@@ -90,6 +98,22 @@ def load_recorded(prepared_dir: str | Path, dataset: str, split: str) -> tuple[l
         if rec.get("id") != ex["id"] or not isinstance(rec.get("completion"), str):
             raise DataError(f"completion is not aligned with example {ex['id']!r}", path=str(recorded_path), line=i + 1)
     return examples, [r["completion"] for r in recorded]
+
+
+def load_human(prepared_dir: str | Path, dataset: str, split: str) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """A prepared split and the rationales people wrote for it, checked to be aligned by id."""
+    base = Path(prepared_dir) / dataset
+    examples = read_jsonl(base / f"{split}.jsonl")
+    path = base / "human" / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError("no rationales written by people for this dataset", path=str(path))
+    rows = read_jsonl(path)
+    if len(rows) != len(examples):
+        raise DataError(f"{len(rows)} rationales for {len(examples)} examples", path=str(path))
+    for i, (ex, row) in enumerate(zip(examples, rows)):
+        if row.get("id") != ex["id"]:
+            raise DataError(f"rationale is not aligned with example {ex['id']!r}", path=str(path), line=i + 1)
+    return examples, [row.get("rationale") for row in rows]
 
 
 def read_corpus(corpus_dir: str | Path, split: str) -> list[dict[str, Any]]:

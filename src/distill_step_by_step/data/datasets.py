@@ -10,7 +10,8 @@ has no train inputs, so the pool is the official dev split (see ``POOL_NOTE``).
 
 Adding a dataset is one spec passed to :func:`register` and its few-shot prompt file
 (``prompts/<name>.txt``, for live teachers); a spec missing a piece fails when it is made, not halfway
-through a stage. A dataset defined outside the package registers itself from a ``DSS_PLUGINS`` module.
+through a stage. A dataset defined outside the package registers itself from a ``DSS_PLUGINS`` module; one
+declared in ``params.yaml: tasks`` (:mod:`.tasks`) becomes a spec when the settings are read.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from ..errors import DataError
 from ..plugins import Registry
 from .archive import DatasetArchive
 from .parsing import NLI_LABELS, Parsed, parse_anli, parse_choice, parse_equation, parse_esnli
+from .tasks import TaskConfig, parse_answer, task_normaliser
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
-ANSWER_TYPES = ("choice", "nli", "equation")  # how answers are scored (data/scoring.py)
+# how answers are scored (data/scoring.py): the paper's datasets', then what a task may declare
+ANSWER_TYPES = ("choice", "nli", "equation", "label", "text", "number")
 # The authors' T5 students join premise and hypothesis with the tokenizer's EOS token; the prepared
 # ``input`` spells T5's, and ``student_text`` re-joins with each student's own separator.
 T5_EOS = "</s>"
@@ -62,6 +65,8 @@ class DatasetSpec:
     pool_note: str | None = None
     attach_ids: Callable[[DatasetArchive, str, list[dict[str, Any]]], None] | None = None  # ids from elsewhere
     prompt: Path | None = field(default=None)  # the few-shot prompt (default prompts/<name>.txt)
+    human: str | None = None  # the raw rows' column of rationales written by people (teacher.name: human)
+    task: TaskConfig | None = None  # declared in params.yaml: tasks (read with `datasets`, not from the archive)
 
     def __post_init__(self) -> None:
         if self.answer_type not in ANSWER_TYPES:
@@ -70,12 +75,16 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: needs a train and a test split, has {sorted(self.splits)}")
         if not self.stop:
             raise ValueError(f"dataset {self.name!r}: needs the stop strings of its prompt")
-        if not self.prompt_file().is_file():
+        if self.task is None and not self.prompt_file().is_file():
             raise ValueError(f"dataset {self.name!r}: no few-shot prompt at {self.prompt_file()}")
 
     def prompt_file(self) -> Path:
         """The few-shot prompt a live teacher is given."""
         return self.prompt if self.prompt is not None else PROMPTS / f"{self.name}.txt"
+
+    def rationale_column(self) -> str | None:
+        """The column of rationales written by people, if the dataset has one."""
+        return self.task.rationale if self.task is not None else self.human
 
 
 def _need(row: dict[str, Any], key: str, where: str, line: int) -> Any:
@@ -172,6 +181,23 @@ registry = DATASETS.all  # every registered dataset by name, plugins included
 get_spec = DATASETS.get  # a dataset's spec by name; an unknown name lists the known ones
 
 
+def register_task(name: str, cfg: TaskConfig) -> DatasetSpec:
+    """Make ``tasks.<name>`` a dataset (again, unchanged, when the settings are read twice)."""
+    known = registry().get(name)
+    if known is not None:
+        if known.task == cfg:
+            return known
+        what = "a dataset of the package" if known.task is None else "a task declared differently"
+        raise ValueError(f"tasks.{name}: {what} already has this name")
+    labels = cfg.labels if cfg.answer == "label" else None
+    spec = DatasetSpec(
+        name, cfg.answer, {split: SplitSource(source, "") for split, source in cfg.splits().items()},
+        task_normaliser(name, cfg), lambda fields: cfg.input.format_map(fields), cfg.columns(),
+        parse_answer(cfg.answer, labels), tuple(cfg.stop), 1 / len(labels) if labels else None,
+        prompt=Path(cfg.prompt) if cfg.prompt else None, task=cfg)
+    return register(spec)
+
+
 def parse_completion(dataset: str, text: str) -> Parsed:
     """Parse a completion with the rules of ``dataset`` (its spec's ``parse``); never raises on odd text."""
     if not isinstance(text, str):
@@ -197,6 +223,13 @@ def load_split(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[d
             raise DataError(f"duplicate id {rec['id']!r}", path=where, line=i + 1)
         seen.add(rec["id"])
     return out
+
+
+def human_rationales(archive: DatasetArchive, spec: DatasetSpec, split: str) -> list[str | None]:
+    """The rationales people wrote for a split's examples, in order (None where a row has none)."""
+    rows = archive.read_jsonl(spec.splits[split].data_file)
+    return [r.get(spec.human) if isinstance(r.get(spec.human), str) and r.get(spec.human).strip() else None
+            for r in rows]
 
 
 def _attach_svamp_ids(archive: DatasetArchive, split: str, rows: list[dict[str, Any]]) -> None:
@@ -256,7 +289,8 @@ for _spec in (
     DatasetSpec("cqa", "choice",
                 {"train": SplitSource("cqa/cqa_train.json", "cqa/llm/train_CoT_"),
                  "test": SplitSource("cqa/cqa_test.json", "cqa/llm/test_CoT_")},
-                _norm_cqa, _cqa_model_input, ("question", "choices"), parse_choice, ("\nQ:",), 1 / 5),
+                _norm_cqa, _cqa_model_input, ("question", "choices"), parse_choice, ("\nQ:",), 1 / 5,
+                human="abstractive_explanation"),  # CoS-E
     DatasetSpec("svamp", "equation",
                 {"train": SplitSource("svamp/svamp_train.json", "svamp/llm/train_CoT_"),
                  "test": SplitSource("svamp/svamp_test.json", "svamp/llm/test_CoT_")},
@@ -264,11 +298,13 @@ for _spec in (
     DatasetSpec("esnli", "nli",
                 {"train": SplitSource("esnli/esnli_valid.json", "esnli/llm/valid_CoT_"),
                  "test": SplitSource("esnli/esnli_test.json", "esnli/llm/test_CoT_")},
-                _norm_nli(None), _nli_model_input, ("premise", "hypothesis"), parse_esnli, ("\nPremise:",), 1 / 3, POOL_NOTE),
+                _norm_nli(None), _nli_model_input, ("premise", "hypothesis"), parse_esnli, ("\nPremise:",), 1 / 3, POOL_NOTE,
+                human="explanation_1"),
     DatasetSpec("anli1", "nli",
                 {"train": SplitSource("anli1/anli1_valid.json", "anli1/llm/valid_CoT_"),
                  "test": SplitSource("anli1/anli1_test.json", "anli1/llm/test_CoT_")},
-                _norm_nli("uid"), _nli_model_input, ("premise", "hypothesis"), parse_anli, ("\nPremise:",), 1 / 3, POOL_NOTE),
+                _norm_nli("uid"), _nli_model_input, ("premise", "hypothesis"), parse_anli, ("\nPremise:",), 1 / 3, POOL_NOTE,
+                human="reason"),  # the annotator's reason
 ):
     register(_spec)
 

@@ -8,7 +8,8 @@
   string; equations by the value of the expression as written (what the authors' ``eval`` reads, so
   ``45. 0`` is not a number), compared with ``==``.
 
-An answer type (``DatasetSpec.answer_type``) is ``choice``, ``nli`` or ``equation``.
+An answer type (``DatasetSpec.answer_type``) is ``choice``, ``nli`` or ``equation`` (the paper's datasets), or
+``label``, ``text`` or ``number`` (a task's); numbers and equations are compared by value, the rest as text.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ RULES = {
                "whatever their spacing",
     "exact": "the authors' rule: exact string match; equations by the value of the expression as written",
 }
+BY_VALUE = ("equation", "number")  # answer types compared by value
 _WORDS = re.compile(r"\w+|[^\w\s]")
 # A decimal point with spaces around it, between digits: "45. 0", "45 . 0" (WordPiece decoding).
 _SPACED_POINT = re.compile(r"(?<=\d)\s*\.\s*(?=\d)")
@@ -43,7 +45,7 @@ def is_correct(answer_type: str, prediction: str | None, gold: str) -> bool:
     """The ``lenient`` rule (see the module docstring)."""
     if prediction is None:
         return False
-    if answer_type == "equation":
+    if answer_type in BY_VALUE:
         return _same_value(join_spaced_numbers(prediction), join_spaced_numbers(gold), exact=False)
     return normalise_text(prediction) == normalise_text(gold)
 
@@ -52,7 +54,7 @@ def is_exact(answer_type: str, prediction: str | None, gold: str) -> bool:
     """The ``exact`` rule, the authors' (see the module docstring)."""
     if prediction is None:
         return False
-    if answer_type == "equation":
+    if answer_type in BY_VALUE:
         return _same_value(prediction, gold, exact=True)
     return prediction == gold
 

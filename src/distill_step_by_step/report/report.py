@@ -373,9 +373,11 @@ def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: 
 # ----- the stage -----
 
 def teacher_name(teacher: TeacherConfig) -> str:
-    """How reports name the teacher: the recorded PaLM, or the live teacher's model."""
+    """How reports name the teacher: the recorded PaLM, people, or the live teacher's model."""
     if teacher.name == "palm":
         return "PaLM 540B"
+    if teacher.name == "human":
+        return "people (their rationales, with the gold labels)"
     block = getattr(teacher, teacher.name)
     return str(getattr(block, "model", None) or teacher.name)
 

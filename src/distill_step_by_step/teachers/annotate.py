@@ -4,7 +4,9 @@
 
 * ``palm`` parses the recorded PaLM 540B completions shipped with the archive (the default);
 * ``http`` asks any OpenAI-compatible server, ``local`` runs a ``transformers`` model on this machine
-  (:mod:`distill_step_by_step.teachers`), prompting with ``prompts/<dataset>.txt``.
+  (:mod:`distill_step_by_step.teachers`), prompting with ``prompts/<dataset>.txt`` (a task: its ``prompt``);
+* ``human`` takes the rationales people wrote (e-SNLI's ``explanation_1``, CoS-E for CommonsenseQA, ANLI's
+  ``reason``, a task's ``rationale`` column), with the gold label as the teacher's.
 
 Every teacher writes the same records (:func:`..data.corpus.corpus_record`). Live annotation is lossless and
 resumable: each finished completion is persisted to ``.resume/annotate/<dataset>.jsonl`` as it arrives
@@ -29,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..data.corpus import corpus_record, failed_record, load_recorded, splits_of, summarise
+from ..data.corpus import corpus_record, failed_record, human_record, load_human, load_recorded, splits_of, summarise
 from ..data.datasets import get_spec
 from ..errors import StageError
 from ..jsonio import atomic_dir, content_hash, read_jsonl, write_jsonl
@@ -68,7 +70,12 @@ def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teache
              cache_dir: str | Path = DEFAULT_CACHE_DIR) -> dict[str, Any]:
     """Build the corpus of ``dataset`` with the configured teacher (params.yaml: teacher)."""
     teacher = TeacherConfig.of(teacher)
+    if teacher.name == "human":
+        return annotate_human(prepared_dir, dataset, out_dir, max_examples=teacher.max_examples)
     if teacher.name == "palm":
+        if get_spec(dataset).task is not None:
+            raise StageError(f"annotate {dataset}: a task has no recorded PaLM completions; set teacher.name to http, "
+                             "local (a live teacher with the task's prompt) or human (its rationale column)")
         return annotate_recorded(prepared_dir, dataset, out_dir, max_examples=teacher.max_examples)
     live = build_teacher(teacher)
     try:
@@ -100,6 +107,29 @@ def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Pat
     return summary
 
 
+def annotate_human(prepared_dir: str | Path, dataset: str, out_dir: str | Path,
+                   max_examples: int | None = None) -> dict[str, Any]:
+    """The rationales people wrote as the corpus of ``dataset``: the teacher's label is the gold label; an example
+    without a rationale stays, unparsed (counted), like a completion that did not parse."""
+    spec = get_spec(dataset)
+    column = spec.rationale_column()
+    if column is None:
+        raise StageError(f"annotate {dataset}: teacher.name is human, but the dataset has no rationales written by "
+                         f"people (a task names their column in tasks.{dataset}.rationale)")
+    summary: dict[str, Any] = {"dataset": dataset, "teacher": "human", "rationale_column": column, "splits": {}}
+    with atomic_dir(out_dir) as tmp:
+        for split in splits_of(dataset):
+            examples, rationales = load_human(prepared_dir, dataset, split)
+            records = [human_record(ex, r) for ex, r in zip(examples[:max_examples], rationales[:max_examples])]
+            write_jsonl(tmp / f"{split}.jsonl", records)
+            summary["splits"][split] = summarise(records, spec.answer_type)
+    if max_examples is not None:
+        summary["max_examples"] = max_examples
+    if spec.pool_note:
+        summary["note"] = spec.pool_note
+    return summary
+
+
 @dataclass
 class _Plan:
     """Every example of a dataset with its prompt and cache key (what a live run must have completed)."""
@@ -111,7 +141,7 @@ class _Plan:
 
 
 def _plan(teacher: Teacher, prepared_dir: str | Path, dataset: str, max_examples: int | None) -> _Plan:
-    template, stop, ident = prompt_template(dataset), stop_strings(dataset), teacher.identity()
+    template, stop, ident = prompt_template(dataset, prepared_dir), stop_strings(dataset), teacher.identity()
     plan = _Plan()
     for split in splits_of(dataset):
         rows = read_jsonl(Path(prepared_dir) / dataset / f"{split}.jsonl")[:max_examples]
