@@ -34,7 +34,7 @@ from ..train.cell import Cell
 from .classes import ClassResult, class_labels, class_results, per_class_table, recall_markdown
 from .collapse import ONE_ANSWER, collapse_table
 from .intervals import Bootstrap, Interval
-from .plots import confusion_panels, plot_by_fraction, plot_by_size, plot_confusions, plot_curves
+from .plots import plot_by_fraction, plot_by_size, plot_confusions, plot_curves
 from .presentation import dataset_title, method_look, pct
 from .reading import TEACHER, Curve, GridResults, collect, collect_curves
 
@@ -394,8 +394,7 @@ def _per_class(classes: list[ClassResult], dataset: str) -> dict[str, Any] | Non
     table = recall_markdown(classes, dataset) if class_labels(dataset) is not None else None
     if table is None:
         return None
-    shown = confusion_panels([r for r in classes if r.dataset == dataset])
-    return {"labels": list(class_labels(dataset) or ()), "table": table, "panels": len(shown)}
+    return {"labels": list(class_labels(dataset) or ()), "table": table}
 
 
 def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: GridConfig, context: dict[str, Any],
