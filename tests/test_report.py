@@ -133,6 +133,10 @@ def test_the_committed_demo_spans_methods_fractions_and_sizes_and_learns_in_ever
         floor = max(1.5 * (get_spec(row.dataset).chance or 0.0), 0.1)  # SVAMP has no closed answer set
         assert row.accuracy >= floor, (row.method, row.student, row.fraction, row.accuracy, floor)
     assert cells.groupby("student").params_m.first().nunique() == len(grid.students)  # each a different size
+    assert not cells.collapsed.any()  # and none of its cells collapsed
+    per_class = pd.read_csv(REPO / settings.paths.reports / "per_class.csv")
+    points = len(grid.cells()) // len(grid.seeds)
+    assert len(per_class) == 3 * (points + 1)  # e-SNLI's three classes at each point and the teacher's
 
 
 def test_each_claim_is_set_beside_the_paper_with_a_plain_verdict(tmp_path):
@@ -295,3 +299,28 @@ def test_the_report_writes_per_class_results_over_seeds_and_a_confusion_figure(t
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     cells = pd.read_csv(tmp_path / "out" / "results.csv")
     assert cells.collapsed.tolist() == [True, True]  # 10 examples: neither seed's interval clears chance
+
+
+@pytest.mark.slow
+def test_the_readme_per_class_commands_on_a_fresh_clone_show_the_collapsed_cells_and_the_recall_table(tmp_path):
+    """The README's block as a user copies it: `grid status smoke` ends with the smoke grid's collapsed cells (its
+    cells come from the repository's store), and the demo's report has its per-class recall table."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO, copy_project
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- test: per-class -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+    repo = copy_project(tmp_path, committed_grids=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "collapsed (12 of 12 finished; kept in the report's means, reports/smoke/results.md lists them):" \
+        in proc.stdout
+    assert "  anli1/finetune/tiny-t5/f1.0-s0: one answer, 'contradiction', for 100.0% of the test examples" in proc.stdout
+    assert "| distilling step-by-step | minilm-l6-d1 | 100%       | 1       |" in proc.stdout
