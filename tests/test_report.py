@@ -1,8 +1,10 @@
-"""Report logic: tables over seeds, paired comparisons and verdicts, missing cells, the committed reports."""
+"""Report logic: tables over seeds, paired comparisons and verdicts, missing cells, collapsed cells, per-class
+results, the committed reports."""
 
 import numpy as np
 import pytest
 
+from distill_step_by_step.data.parsing import NLI_LABELS
 from distill_step_by_step.jsonio import write_json, write_jsonl
 from distill_step_by_step.report.reading import collect, collect_curves, missing_cells
 from distill_step_by_step.report.report import comparison_table, markdown, point_table
@@ -13,9 +15,18 @@ PARAMS = {"small": 10.0, "big": 40.0}
 N = 200
 
 
-def _write_cell(folder, correct: np.ndarray, params_m: float, n_train: int) -> None:
-    write_jsonl(folder / "predictions.jsonl", [{"id": f"e{i}", "prediction": "x", "gold": "x" if c else "y",
-                                                 "correct": bool(c), "exact": bool(c)} for i, c in enumerate(correct)])
+def _gold(i: int) -> str:
+    return NLI_LABELS[i % 3]  # the planted test set: the three labels in turn
+
+
+def _answers(correct: np.ndarray) -> list[dict]:
+    """Predictions right where ``correct`` says, else the next label: every label is predicted."""
+    return [{"id": f"e{i}", "prediction": _gold(i) if c else NLI_LABELS[(i + 1) % 3], "gold": _gold(i),
+             "correct": bool(c), "exact": bool(c)} for i, c in enumerate(correct)]
+
+
+def _write_cell(folder, correct: np.ndarray, params_m: float, n_train: int, rows: list[dict] | None = None) -> None:
+    write_jsonl(folder / "predictions.jsonl", rows if rows is not None else _answers(correct))
     write_json(folder / "metrics.json", {"accuracy": round(float(correct.mean()), 4),
                                          "exact_accuracy": round(float(correct.mean()), 4), "n": len(correct),
                                          "record": {"params_m": params_m, "n_train": n_train}})
@@ -27,8 +38,7 @@ def _grid(tmp_path, correct_of, teacher_accuracy=0.75, grid=GRID):
         _write_cell(tmp_path / "results" / dataset / method / student / f"f{fraction}-s{seed}",
                     correct_of(method, student, fraction, seed), PARAMS[student], int(200 * fraction))
     teacher = np.arange(N) < int(teacher_accuracy * N)
-    write_jsonl(tmp_path / "reports" / "teacher" / "esnli.jsonl",
-                [{"id": f"e{i}", "correct": bool(c), "exact": bool(c)} for i, c in enumerate(teacher)])
+    write_jsonl(tmp_path / "reports" / "teacher" / "esnli.jsonl", _answers(teacher))
     write_json(tmp_path / "reports" / "baseline.json", {"esnli": {"accuracy": float(teacher.mean()),
                                                                   "exact_accuracy": float(teacher.mean()), "n": N}})
     return collect(tmp_path / "results", tmp_path / "reports", grid)
@@ -123,6 +133,10 @@ def test_the_committed_demo_spans_methods_fractions_and_sizes_and_learns_in_ever
         floor = max(1.5 * (get_spec(row.dataset).chance or 0.0), 0.1)  # SVAMP has no closed answer set
         assert row.accuracy >= floor, (row.method, row.student, row.fraction, row.accuracy, floor)
     assert cells.groupby("student").params_m.first().nunique() == len(grid.students)  # each a different size
+    assert not cells.collapsed.any()  # and none of its cells collapsed
+    per_class = pd.read_csv(REPO / settings.paths.reports / "per_class.csv")
+    points = len(grid.cells()) // len(grid.seeds)
+    assert len(per_class) == 3 * (points + 1)  # e-SNLI's three classes at each point and the teacher's
 
 
 def test_each_claim_is_set_beside_the_paper_with_a_plain_verdict(tmp_path):
@@ -159,3 +173,154 @@ def test_claim_b_cannot_tell_yet_while_only_the_full_data_has_results(tmp_path):
     text = markdown(res, point_table(res, GRID), comparison_table(res, GRID), GRID, {"teacher_name": "PaLM 540B"})
     assert "here small has no step-by-step result with less than 100% of the data yet: our numbers **cannot tell " \
            "yet**." in text
+
+
+# ----- collapsed cells -----
+
+def _constant(answer: str) -> list[dict]:
+    """A collapsed cell's predictions: ``answer`` for every example."""
+    return [{"id": f"e{i}", "prediction": answer, "gold": _gold(i), "correct": _gold(i) == answer,
+             "exact": _gold(i) == answer} for i in range(N)]
+
+
+def test_a_planted_constant_predictor_is_flagged_listed_and_kept_in_the_mean(tmp_path):
+    from distill_step_by_step.report.collapse import collapse_table, collapsed_cells
+    from distill_step_by_step.report.intervals import Bootstrap
+    from distill_step_by_step.report.report import results_table
+    from distill_step_by_step.train.cell import Cell
+
+    grid = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small"], [0.5], [0, 1])
+    _grid(tmp_path, lambda *a: _first(120), grid=grid)  # every cell learns: 60%, each label predicted
+    rows = _constant("neutral")  # seed 1 of fine-tuning says 'neutral' to all: right on 67 of 200
+    _write_cell(tmp_path / "results" / "esnli" / "finetune" / "small" / "f0.5-s1",
+                np.array([r["correct"] for r in rows], np.float32), 10.0, 100, rows)
+    res = collect(tmp_path / "results", tmp_path / "reports", grid)
+    flags = collapse_table(res, {"esnli": Bootstrap(N)})
+    flagged = flags[flags.collapsed]
+    assert [(f.method, f.seed) for f in flagged.itertuples()] == [("finetune", 1)]
+    # the test set's labels in turn: 67 entailment, 67 neutral, 66 contradiction, so the majority rate is 33.5%
+    assert flagged.reasons.iloc[0].startswith("one answer, 'neutral', for 100.0% of the test examples; "
+                                              "accuracy 33.5% (95%:")
+    assert flagged.reasons.iloc[0].endswith("not above chance (33.3%) or the majority class's rate (33.5%)")
+    points = point_table(res, grid).set_index(["method", "student", "fraction"])
+    assert points.loc[("finetune", "small", 0.5)].accuracy == pytest.approx((0.6 + 0.335) / 2)  # kept in the mean
+    table = results_table(res, point_table(res, grid), flags)
+    assert table.collapsed.tolist() == [False, True, False, False]
+    assert table.collapse_reasons.fillna("").str.len().gt(0).tolist() == [False, True, False, False]
+    text = markdown(res, point_table(res, grid), comparison_table(res, grid), grid, {"teacher_name": "PaLM 540B"})
+    assert "46.8% [" in text and ", seed 1 collapsed |" in text and "Flagged cells are **kept** in every mean" in text
+    assert "Collapsed cells (1 of 4; kept in the means above):\n- esnli/finetune/small/f0.5-s1: one answer, " \
+           "'neutral', for 100.0%" in text
+    # what `grid status` lists: the same cell, for the same reasons
+    cells = [Cell(*c) for c in grid.cells()]
+    assert collapsed_cells(tmp_path / "results", cells) == {Cell("esnli", "finetune", "small", 0.5, 1):
+                                                            tuple(flagged.reasons.iloc[0].split("; "))}
+
+
+def test_a_cell_at_chance_is_flagged_though_its_answers_vary(tmp_path):
+    from distill_step_by_step.report.collapse import check_cell
+    from distill_step_by_step.report.intervals import Bootstrap
+    from distill_step_by_step.report.reading import Answers
+
+    correct = _first(70)  # 35%: within its interval of chance (33.3%) and of the majority rate (33.5%)
+    rows = _answers(correct)
+    check = check_cell("esnli", Answers([r["prediction"] for r in rows], [r["gold"] for r in rows]), correct,
+                       Bootstrap(N))
+    assert check.top_share < 0.4 and check.low < 1 / 3 < check.high and len(check.reasons) == 1
+    assert check.reasons[0].endswith("not above chance (33.3%) or the majority class's rate (33.5%)")
+    learned = _first(120)
+    rows = _answers(learned)
+    assert not check_cell("esnli", Answers([r["prediction"] for r in rows], [r["gold"] for r in rows]), learned,
+                          Bootstrap(N)).collapsed
+
+
+# ----- per-class results -----
+
+HAND_GOLDS = ["entailment"] * 4 + ["neutral"] * 3 + ["contradiction"] * 3
+# by hand: entailment -> 2 entailment, 1 neutral, 1 contradiction (capitalised: the lenient rule places it);
+# neutral -> 1 neutral, 2 outside the labels; contradiction -> 1 entailment, 2 contradiction
+HAND_PREDICTIONS = ["entailment", "entailment", "neutral", "Contradiction", "neutral", "maybe", None,
+                    "contradiction", "contradiction", "entailment"]
+
+
+def test_a_confusion_matrix_and_recalls_match_the_predictions_counted_by_hand():
+    from distill_step_by_step.report.classes import class_labels, confusion, recalls
+    from distill_step_by_step.report.reading import Answers
+
+    assert class_labels("esnli") == class_labels("anli1") == NLI_LABELS
+    assert class_labels("cqa") is None and class_labels("svamp") is None  # a choice is its text; an equation
+    answers = Answers(HAND_PREDICTIONS, HAND_GOLDS)
+    assert confusion(answers, NLI_LABELS).tolist() == [[2, 1, 1, 0], [0, 1, 0, 2], [1, 0, 2, 0]]
+    assert recalls(answers, NLI_LABELS) == pytest.approx([2 / 4, 1 / 3, 2 / 3])
+
+
+def test_the_report_writes_per_class_results_over_seeds_and_a_confusion_figure(tmp_path):
+    """The report stage end to end on planted cells: per_class.csv summed over seeds as counted by hand, the
+    recall table in results.md, the confusion figure, and the collapsed cell in results.csv."""
+    import dataclasses
+
+    import pandas as pd
+
+    from conftest import REPO
+    from distill_step_by_step.report.report import build_report
+    from distill_step_by_step.settings import load_settings
+
+    n = len(HAND_GOLDS)
+    grid = GridConfig(["esnli"], ["finetune"], ["small"], [1.0], [0, 1])
+    seeds = {0: HAND_PREDICTIONS, 1: list(HAND_GOLDS[:7]) + ["neutral"] * 3}  # seed 1: contradiction -> neutral
+    for seed, predictions in seeds.items():
+        rows = [{"id": f"e{i}", "prediction": p, "gold": g, "correct": p is not None and p.lower() == g,
+                 "exact": p == g} for i, (p, g) in enumerate(zip(predictions, HAND_GOLDS))]
+        _write_cell(tmp_path / "results" / "esnli" / "finetune" / "small" / f"f1.0-s{seed}",
+                    np.array([r["correct"] for r in rows], np.float32), 10.0, 100, rows)
+    teacher = [{"id": f"e{i}", "prediction": g, "gold": g, "correct": True, "exact": True}
+               for i, g in enumerate(HAND_GOLDS)]
+    write_jsonl(tmp_path / "reports" / "teacher" / "esnli.jsonl", teacher)
+    write_json(tmp_path / "reports" / "baseline.json", {"esnli": {"accuracy": 1.0, "exact_accuracy": 1.0, "n": n,
+                                                                  "exact_correct": n}})
+    write_json(tmp_path / "reports" / "splits" / "esnli.json", {"test": n, "test_available": n, "valid": 5,
+                                                                "pool_used": 100, "pool_available": 100})
+    write_json(tmp_path / "reports" / "corpus" / "esnli.json", {})
+    settings = dataclasses.replace(load_settings(REPO / "params.yaml"), grid=grid)
+    build_report(settings, tmp_path / "results", tmp_path / "reports", tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "per_class.csv").set_index(["method", "gold"])
+    student = table.loc["finetune"]
+    # seed 0 as counted by hand, plus seed 1: entailment and neutral all right, contradiction all 'neutral'
+    assert student[["as_entailment", "as_neutral", "as_contradiction", "as_other"]].values.tolist() == \
+        [[2 + 4, 1, 1, 0], [0, 1 + 3, 0, 2], [1, 3, 2, 0]]
+    assert student.n.tolist() == [8, 6, 6] and set(student.seeds) == {2}
+    assert student.recall.tolist() == pytest.approx([(2 / 4 + 1) / 2, (1 / 3 + 1) / 2, (2 / 3 + 0) / 2], abs=1e-6)
+    assert table.loc["teacher"].recall.tolist() == [1.0, 1.0, 1.0]
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "### Per-class recall" in text
+    assert "| standard fine-tuning   | small     | 100%       | 2       | 75.0%" in text
+    assert "![confusion matrices](plots/esnli_confusion.png)" in text
+    figure = tmp_path / "out" / "plots" / "esnli_confusion.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    cells = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert cells.collapsed.tolist() == [True, True]  # 10 examples: neither seed's interval clears chance
+
+
+@pytest.mark.slow
+def test_the_readme_per_class_commands_on_a_fresh_clone_show_the_collapsed_cells_and_the_recall_table(tmp_path):
+    """The README's block as a user copies it: `grid status smoke` ends with the smoke grid's collapsed cells (its
+    cells come from the repository's store), and the demo's report has its per-class recall table."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO, copy_project
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- test: per-class -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+    repo = copy_project(tmp_path, committed_grids=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "collapsed (12 of 12 finished; kept in the report's means, reports/smoke/results.md lists them):" \
+        in proc.stdout
+    assert "  anli1/finetune/tiny-t5/f1.0-s0: one answer, 'contradiction', for 100.0% of the test examples" in proc.stdout
+    assert "| distilling step-by-step | minilm-l6-d1 | 100%       | 1       |" in proc.stdout

@@ -575,7 +575,20 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
             seeds = " ".join(str(c.seed) for c in cs)
             est = f"  (~{times.estimate(cs[0]) / 60:.1f} min each)" if title == "missing" else ""
             lines.append(f"  {d:6} {m:13} {s:14} {100 * float(f):>5.4g}%  seeds {seeds}{est}")
-    return lines
+    return lines + _collapsed_lines(grid, [c for c in cells if c in finished])
+
+
+def _collapsed_lines(grid: Grid, finished: list[Cell]) -> list[str]:
+    """The finished cells the report flags as collapsed (report/collapse.py), each with its reasons."""
+    from ..report.collapse import collapsed_cells  # here: scikit-learn and pandas load for `status` alone
+
+    settings = grid.settings()
+    flagged = collapsed_cells(grid.root / settings.paths.results, finished)
+    if not flagged:
+        return []
+    lines = [f"collapsed ({len(flagged)} of {len(finished)} finished; kept in the report's means, "
+             f"{settings.paths.reports}/results.md lists them):"]
+    return lines + [f"  {c.name}: {'; '.join(reasons)}" for c, reasons in flagged.items()]
 
 
 def _stale(grid: Grid, finished: set[Cell]) -> list[str]:

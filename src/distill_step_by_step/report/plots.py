@@ -1,17 +1,19 @@
 """The report's plots: accuracy against the amount of training data and against student size (with the
-teacher's line, chance, and 95% bands), and validation curves during training."""
+teacher's line, chance, and 95% bands), validation curves during training, and confusion matrices."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..data.datasets import get_spec
 from ..settings import GridConfig
+from .classes import OTHER, ClassResult
 from .presentation import dataset_title, method_look, pct
-from .reading import Curve
+from .reading import TEACHER, Curve
 
 
 def _axes_style(ax: Any, dataset: str, teacher: float | None, teacher_name: str) -> None:
@@ -121,16 +123,74 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
     return _save(fig, path)
 
 
+def confusion_panels(results: list[ClassResult]) -> list[ClassResult]:
+    """What a dataset's confusion figure shows: each (method, student) at its largest fraction with results, in
+    the order given, then the teacher."""
+    largest: dict[tuple[str, str], ClassResult] = {}
+    for r in results:
+        key = (r.method, r.student)
+        if key not in largest or (r.fraction or 0) > (largest[key].fraction or 0):
+            largest[key] = r
+    return list(largest.values())
+
+
+def _confusion_layout(panels: list[ClassResult]) -> dict[tuple[int, int], ClassResult]:
+    """Where each panel goes: a row per student, a column per method, in the order given; the teacher in a
+    column of its own, on the first row."""
+    students = list(dict.fromkeys(r.student for r in panels if r.method != TEACHER))
+    methods = list(dict.fromkeys(r.method for r in panels if r.method != TEACHER))
+    at = {(students.index(r.student), methods.index(r.method)): r for r in panels if r.method != TEACHER}
+    at.update({(0, len(methods)): r for r in panels if r.method == TEACHER})
+    return at
+
+
+def plot_confusions(results: list[ClassResult], dataset: str, path: Path) -> Path:
+    """One confusion matrix per panel (``confusion_panels``): gold rows, predicted columns, each cell coloured by
+    its share of the row and labelled with it and the count (summed over the seeds)."""
+    import matplotlib.pyplot as plt
+
+    panels = confusion_panels(results)
+    labels = list(panels[0].labels) if panels else []
+    other = any(r.matrix[:, -1].any() for r in panels)  # the column for answers outside the set, where there are any
+    columns = [*labels, OTHER] if other else labels
+    layout = _confusion_layout(panels)
+    nrows, ncols = (max(i for i, _ in layout) + 1, max(j for _, j in layout) + 1) if layout else (1, 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 0.4, 3.7 * nrows + 0.6), squeeze=False)
+    for (i, j), ax in np.ndenumerate(axes):
+        if (i, j) not in layout:
+            ax.axis("off")
+            continue
+        r = layout[(i, j)]
+        counts = r.matrix if other else r.matrix[:, :-1]
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), share in np.ndenumerate(shares):
+            ax.text(col, row, f"{share:.0%}\n({counts[row, col]})", ha="center", va="center", fontsize=8,
+                    color="white" if share > 0.6 else "black")
+        ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("gold", fontsize=8)
+        seeds = f"{r.seeds} seed{'s' if r.seeds > 1 else ''}"
+        where = "" if r.fraction is None else f", {pct(r.fraction)} of the data, {seeds}"
+        ax.set_title(f"{r.title}\n{r.student}{where}", fontsize=9)
+    fig.suptitle(f"{dataset_title(dataset)}: test confusion matrices (share of each gold row; count over the "
+                 "seeds in brackets)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, legend_room=False)
+
+
 def _legend_below(fig: Any, ax: Any) -> None:
     # Below the axes, so no point near chance level or the teacher line is hidden.
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8, frameon=False)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, legend_room: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    if legend_room:
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the bytes depend on the data only
     plt.close(fig)

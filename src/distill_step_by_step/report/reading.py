@@ -1,11 +1,11 @@
-"""What the report is made of, all read from files other stages wrote: the grid's finished cells (scores and
-per-example correctness), the teacher's answers on the same test examples, and each grid point's validation
-curve averaged over its seeds."""
+"""What the report is made of, all read from files other stages wrote: the grid's finished cells (scores,
+per-example correctness and answers), the teacher's answers on the same test examples, and each grid point's
+validation curve averaged over its seeds."""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +30,34 @@ def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:
     return [c for c in grid_cells(grid) if not (c.results_dir(results_root) / METRICS_FILE).is_file()]
 
 
+CellKey = tuple[str, str, str, float, int]  # (dataset, method, student, fraction, seed)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One test set's answers in example order: what was predicted (None: nothing readable) and the gold."""
+
+    predictions: list[str | None]
+    golds: list[str]
+
+
 @dataclass
 class GridResults:
-    """What the report is made from: the finished cells, each one's per-example correctness, the teacher's."""
+    """What the report is made from: the finished cells, each one's per-example correctness and answers, the
+    teacher's."""
 
     cells: pd.DataFrame  # CELL_COLUMNS, one row per finished cell
-    correct: dict[tuple[str, str, str, float, int], np.ndarray]  # (dataset, method, student, fraction, seed) -> 0/1
+    correct: dict[CellKey, np.ndarray]  # 0/1 per test example
     teacher: pd.DataFrame  # dataset, accuracy, exact_accuracy, n_test: on the students' test examples
     teacher_correct: dict[str, np.ndarray]
     missing: list[Cell]
+    answers: dict[CellKey, Answers] = field(default_factory=dict)
+    teacher_answers: dict[str, Answers] = field(default_factory=dict)
 
 
 def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig) -> GridResults:
     """Read every finished cell of the grid and the teacher's answers on the same test examples."""
-    rows, correct = [], {}
+    rows, correct, answers = [], {}, {}
     for cell in grid_cells(grid):
         folder = cell.results_dir(results_root)
         if not (folder / METRICS_FILE).is_file():
@@ -55,10 +69,10 @@ def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig
                      "params_m": info.get("params_m"), "fraction": key[3], "n_train": info.get("n_train"),
                      "seed": key[4], "accuracy": m["accuracy"], "exact_accuracy": m.get("exact_accuracy"),
                      "n_test": m["n"]})
-        correct[key] = _correct_of(folder / PREDICTIONS_FILE, m["n"])
+        correct[key], answers[key] = read_predictions(folder / PREDICTIONS_FILE, m["n"])
     cells = pd.DataFrame(rows, columns=CELL_COLUMNS).astype({"n_train": "Int64", "seed": "Int64", "n_test": "Int64"})
     baseline = read_json(Path(reports_root) / "baseline.json")
-    teacher, teacher_correct = [], {}
+    teacher, teacher_correct, teacher_answers = [], {}, {}
     for dataset in grid.datasets:
         if dataset not in baseline:
             raise DataError(f"no teacher baseline for {dataset!r}", path=str(Path(reports_root) / "baseline.json"),
@@ -66,16 +80,21 @@ def collect(results_root: str | Path, reports_root: str | Path, grid: GridConfig
         b = baseline[dataset]
         teacher.append({"dataset": dataset, "accuracy": b["accuracy"], "exact_accuracy": b.get("exact_accuracy"),
                         "n_test": b["n"]})
-        teacher_correct[dataset] = _correct_of(Path(reports_root) / TEACHER / f"{dataset}.jsonl", b["n"])
-    return GridResults(cells, correct, pd.DataFrame(teacher), teacher_correct, missing_cells(results_root, grid))
+        teacher_correct[dataset], teacher_answers[dataset] = read_predictions(
+            Path(reports_root) / TEACHER / f"{dataset}.jsonl", b["n"])
+    return GridResults(cells, correct, pd.DataFrame(teacher), teacher_correct, missing_cells(results_root, grid),
+                       answers, teacher_answers)
 
 
-def _correct_of(path: Path, n: int) -> np.ndarray:
+def read_predictions(path: Path, n: int) -> tuple[np.ndarray, Answers]:
+    """A ``predictions.jsonl`` (a cell's, or the teacher's): 0/1 correctness per example and the answers; it must
+    hold the ``n`` examples its scores count."""
     rows = read_jsonl(path)
     if len(rows) != n:
         raise DataError(f"{len(rows)} predictions where the scores count {n}", path=str(path),
                         hint="the predictions and metrics come from different runs: run `dvc repro`")
-    return np.array([bool(r["correct"]) for r in rows], dtype=np.float32)
+    correct = np.array([bool(r["correct"]) for r in rows], dtype=np.float32)
+    return correct, Answers([r.get("prediction") for r in rows], [str(r.get("gold", "")) for r in rows])
 
 
 @dataclass

@@ -10,8 +10,9 @@ Everything here is read from files other stages wrote (``<results>/<cell>/``: ``
 A grid its workers have not finished is reported as far as it goes, its missing cells named.
 
 Tables are pandas DataFrames: ``cells`` (one row per finished cell), ``points`` (one row per method at a
-(dataset, student, fraction) point: mean over seeds, its 95% interval) and ``comparisons`` (one row per
-paired comparison: difference, interval, verdict). Intervals and verdicts come from :mod:`.intervals`.
+(dataset, student, fraction) point: mean over seeds, its 95% interval), ``comparisons`` (one row per
+paired comparison: difference, interval, verdict) and the collapse checks (one row per cell: :mod:`.collapse`).
+Intervals and verdicts come from :mod:`.intervals`; per-class results (label-set datasets) from :mod:`.classes`.
 Accuracies are given under both scoring rules of :mod:`..data.scoring`: ``lenient`` (the headline, and what the
 intervals are of) and ``exact`` (the authors' rule, to compare with the paper).
 """
@@ -29,8 +30,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from ..data.scoring import RULES
 from ..jsonio import atomic_open, read_json, write_json
 from ..settings import GridConfig, Settings, TeacherConfig
+from ..train.cell import Cell
+from .classes import ClassResult, class_labels, class_results, per_class_table, recall_markdown
+from .collapse import ONE_ANSWER, collapse_table
 from .intervals import Bootstrap, Interval
-from .plots import plot_by_fraction, plot_by_size, plot_curves
+from .plots import plot_by_fraction, plot_by_size, plot_confusions, plot_curves
 from .presentation import dataset_title, method_look, pct
 from .reading import TEACHER, Curve, GridResults, collect, collect_curves
 
@@ -43,6 +47,7 @@ PACKAGE_DATA = ("templates/results.md.j2",)
 # set beside the general statement.
 PAPER_FRACTION = {"esnli": 0.125}
 STILL_LEARNING = 0.01  # a validation curve that gained more than this over its last quarter had not flattened
+PER_CLASS_FILE = "per_class.csv"
 
 
 def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float) -> np.ndarray | None:
@@ -111,14 +116,19 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).astype({"seeds": "Int64", "test_examples": "Int64"})
 
 
-def results_table(res: GridResults, points: pd.DataFrame) -> pd.DataFrame:
-    """``results.csv``: one row per finished cell, with its point's mean and interval and the teacher's accuracy
-    on the same test examples (typed columns; no marker rows)."""
+def results_table(res: GridResults, points: pd.DataFrame, flags: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``results.csv``: one row per finished cell, with its point's mean and interval, the teacher's accuracy
+    on the same test examples, and whether the cell is ``collapsed`` and why (``collapse_reasons``; typed
+    columns, no marker rows)."""
     keys = ["dataset", "method", "student", "fraction"]
     table = res.cells.merge(points[keys + ["accuracy", "low", "high"]].rename(
         columns={"accuracy": "point_accuracy", "low": "point_low", "high": "point_high"}), on=keys, how="left")
-    return table.merge(res.teacher[["dataset", "accuracy"]].rename(columns={"accuracy": "teacher_accuracy"}),
-                       on="dataset", how="left")
+    table = table.merge(res.teacher[["dataset", "accuracy"]].rename(columns={"accuracy": "teacher_accuracy"}),
+                        on="dataset", how="left")
+    flags = collapse_table(res, _bootstraps(res)) if flags is None else flags
+    table = table.merge(flags[keys + ["seed", "collapsed", "reasons"]].rename(columns={"reasons": "collapse_reasons"}),
+                        on=keys + ["seed"], how="left")
+    return table.astype({"collapsed": bool})
 
 
 # ----- DVC's view: a few numbers per point, and the plots' data -----
@@ -148,16 +158,19 @@ def fraction_key(fraction: float) -> str:
     return "f" + f"{100 * float(fraction):.4g}".replace(".", "_")
 
 
-def summary_metrics(points: pd.DataFrame, comps: pd.DataFrame, res: GridResults) -> dict[str, Any]:
+def summary_metrics(points: pd.DataFrame, comps: pd.DataFrame, res: GridResults,
+                    flags: pd.DataFrame | None = None) -> dict[str, Any]:
     """``summary.json``, the pipeline's DVC metrics: numbers a researcher compares across experiments, nested
     as dataset -> what -> student -> fraction, with the methods' short tags so that ``dvc exp show`` columns
     stay narrow (``demo.esnli.sbs-ft.minilm-l6-d1.f100``). Test accuracy in percent (mean over seeds) per
     method (``ft``, ``kd``, ``sbs``) and the teacher's, and the paired differences step-by-step minus each
-    rival and each method minus the teacher (``sbs-ft``, ``ft-teacher``), in points. Strings and counts stay
-    in the report's files."""
+    rival and each method minus the teacher (``sbs-ft``, ``ft-teacher``), in points, and the number of
+    collapsed cells (``collapsed``: :mod:`.collapse`). Strings and other counts stay in the report's files."""
     out: dict[str, Any] = {}
     for t in res.teacher.itertuples():
         out.setdefault(t.dataset, {})[TEACHER] = round(100 * float(t.accuracy), 2)
+        if flags is not None:
+            out[t.dataset]["collapsed"] = int(flags[flags.dataset == t.dataset].collapsed.sum())
     for p in points.itertuples():
         out.setdefault(p.dataset, {}).setdefault(_tag(p.method), {}).setdefault(p.student, {})[
             fraction_key(p.fraction)] = round(100 * float(p.accuracy), 2)
@@ -294,19 +307,34 @@ def _agree_c(comps: pd.DataFrame, points: pd.DataFrame) -> dict[str, Any] | None
 
 # ----- markdown: the template's context -----
 
-def _cell_text(p: Any, seeds: int) -> str:
+def _cell_text(p: Any, seeds: int, collapsed: list[int] | None = None) -> str:
     text = f"{p.accuracy:.1%} [{p.low:.1%}, {p.high:.1%}]"
     text += f" ({p.exact_accuracy:.1%})" if pd.notna(p.exact_accuracy) else ""
-    return text + (f", {p.seeds} of {seeds} seeds" if p.seeds < seeds else "")
+    text += f", {p.seeds} of {seeds} seeds" if p.seeds < seeds else ""
+    if collapsed:  # kept in the mean, and said so where the mean is shown
+        text += f", seed{'s' if len(collapsed) > 1 else ''} {', '.join(map(str, collapsed))} collapsed"
+    return text
 
 
-def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dataset: str, teacher_name: str) -> str:
-    """A dataset's table: a row per (method, student), a column per fraction, the teacher's row last."""
+def _collapsed_seeds(flags: pd.DataFrame | None) -> dict[tuple[str, str, str, float], list[int]]:
+    """The collapsed seeds of each (dataset, method, student, fraction)."""
+    out: dict[tuple[str, str, str, float], list[int]] = {}
+    for f in ([] if flags is None else flags[flags.collapsed].itertuples()):
+        out.setdefault((f.dataset, f.method, f.student, f.fraction), []).append(int(f.seed))
+    return out
+
+
+def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dataset: str, teacher_name: str,
+                   flags: pd.DataFrame | None = None) -> str:
+    """A dataset's table: a row per (method, student), a column per fraction, the teacher's row last; a point
+    that holds collapsed cells names their seeds."""
     mine = points[points.dataset == dataset].copy()
     fractions = grid.fractions
     n_train = {f: next((int(v) for v in mine[mine.fraction == f].n_train if pd.notna(v)), None) for f in fractions}
     columns = [f"{pct(f)} (n={n_train[f] if n_train[f] is not None else '?'})" for f in fractions]
-    mine["text"] = [_cell_text(p, len(grid.seeds)) for p in mine.itertuples()]
+    collapsed = _collapsed_seeds(flags)
+    mine["text"] = [_cell_text(p, len(grid.seeds), collapsed.get((p.dataset, p.method, p.student, p.fraction)))
+                    for p in mine.itertuples()]
     wide = mine.pivot_table(index=["method", "student"], columns="fraction", values="text", aggfunc="first")
     rows = []
     for method in grid.methods:
@@ -354,20 +382,40 @@ def _template() -> Template:
     return env.get_template(name)
 
 
+def _collapse_summary(flags: pd.DataFrame, dataset: str) -> dict[str, Any]:
+    """A dataset's collapse checks for the template: how many cells were checked and each flagged one's reasons."""
+    mine = flags[flags.dataset == dataset]
+    return {"checked": len(mine), "cells": [{"name": Cell(f.dataset, f.method, f.student, f.fraction, f.seed).name,
+                                             "reasons": f.reasons} for f in mine[mine.collapsed].itertuples()]}
+
+
+def _per_class(classes: list[ClassResult], dataset: str) -> dict[str, Any] | None:
+    """A dataset's per-class section for the template (None where it has no label set or no results)."""
+    table = recall_markdown(classes, dataset) if class_labels(dataset) is not None else None
+    if table is None:
+        return None
+    return {"labels": list(class_labels(dataset) or ()), "table": table}
+
+
 def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: GridConfig, context: dict[str, Any],
-             curves: list["Curve"] | None = None) -> str:
-    """The human-readable report: accuracy tables with intervals, the teacher, verdicts on the paper's claims
-    (``templates/results.md.j2`` lays them out)."""
+             curves: list["Curve"] | None = None, flags: pd.DataFrame | None = None,
+             classes: list[ClassResult] | None = None) -> str:
+    """The human-readable report: accuracy tables with intervals, the teacher, verdicts on the paper's claims,
+    collapsed cells, per-class recall (``templates/results.md.j2`` lays them out). Without ``flags`` and
+    ``classes`` they are computed from ``res``."""
     name = context.get("teacher_name", TEACHER)
+    flags = collapse_table(res, _bootstraps(res)) if flags is None else flags
+    classes = class_results(res, grid, name) if classes is None else classes
     datasets = [{"name": d, "title": dataset_title(d), "facts": _facts(d, context),
-                 "table": accuracy_table(points, res, grid, d, name), "claims": claims(comps, points, d),
+                 "table": accuracy_table(points, res, grid, d, name, flags), "claims": claims(comps, points, d),
                  "agreement": agreement(comps[comps.dataset == d], points[points.dataset == d], d),
-                 "curves": None if curves is None else _curve_summary([c for c in curves if c.dataset == d])}
+                 "curves": None if curves is None else _curve_summary([c for c in curves if c.dataset == d]),
+                 "collapse": _collapse_summary(flags, d), "per_class": _per_class(classes, d)}
                 for d in grid.datasets]
     missing = {"count": len(res.missing), "total": len(grid.cells()), "names": [c.name for c in res.missing[:12]],
                "more": len(res.missing) > 12} if res.missing else None
     return _template().render(seeds=list(grid.seeds), rules=RULES, teacher_name=name, missing=missing,
-                              datasets=datasets)
+                              datasets=datasets, one_answer=f"{ONE_ANSWER:.0%}")
 
 
 # ----- the stage -----
@@ -388,8 +436,8 @@ def _csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def build_report(settings: Settings, results_root: str | Path, reports_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write results.csv, comparisons.csv, results.md, summary.json (DVC's metrics), the plots and their data
-    (DVC's plots) under ``out_dir``; returns a small summary."""
+    """Write results.csv, comparisons.csv, per_class.csv, results.md, summary.json (DVC's metrics), the plots
+    and their data (DVC's plots) under ``out_dir``; returns a small summary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -397,8 +445,10 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
     name = teacher_name(settings.teacher)
     res = collect(results_root, reports_root, grid)
     points, comps = point_table(res, grid), comparison_table(res, grid)
-    _csv(results_table(res, points), out_dir / "results.csv")
+    flags, classes = collapse_table(res, _bootstraps(res)), class_results(res, grid, name)
+    _csv(results_table(res, points, flags), out_dir / "results.csv")
     _csv(comps, out_dir / "comparisons.csv")
+    _csv(per_class_table(classes), out_dir / PER_CLASS_FILE)
     context: dict[str, Any] = {"teacher_name": name, "baseline": read_json(reports_root / "baseline.json"),
                                "splits": {}, "notes": {}}
     for dataset in grid.datasets:
@@ -409,10 +459,10 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
     _csv(plot_by_fraction_table(points, res, grid), out_dir / "accuracy_by_fraction.csv")
     _csv(plot_curves_table(curves), out_dir / "valid_curves.csv")
     with atomic_open(out_dir / "results.md") as fh:
-        fh.write(markdown(res, points, comps, grid, context, curves))
+        fh.write(markdown(res, points, comps, grid, context, curves, flags, classes))
     # under the pipeline's name (results/<name>: demo, or the grid's), so that DVC's column names (which
     # it prefixes with the file's path when two files share a name) stay short and say which pipeline
-    write_json(out_dir / "summary.json", {Path(results_root).name: summary_metrics(points, comps, res)})
+    write_json(out_dir / "summary.json", {Path(results_root).name: summary_metrics(points, comps, res, flags)})
     teacher, plots = res.teacher.set_index("dataset").accuracy, []
     for dataset in grid.datasets:
         mine = points[points.dataset == dataset]
@@ -420,5 +470,8 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
         plots.append(plot_by_size(mine, grid, dataset, teacher[dataset], name, out_dir / "plots" / f"{dataset}_by_size.png"))
         plots.append(plot_curves([c for c in curves if c.dataset == dataset], grid, dataset,
                                  out_dir / "plots" / f"{dataset}_valid_curves.png"))
-    return {"cells": len(res.cells), "missing": len(res.missing), "comparisons": len(comps),
-            "plots": [str(p) for p in plots]}
+        if any(r.dataset == dataset for r in classes):
+            plots.append(plot_confusions([r for r in classes if r.dataset == dataset], dataset,
+                                         out_dir / "plots" / f"{dataset}_confusion.png"))
+    return {"cells": len(res.cells), "missing": len(res.missing), "collapsed": int(flags.collapsed.sum()),
+            "comparisons": len(comps), "plots": [str(p) for p in plots]}
