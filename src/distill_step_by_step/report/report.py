@@ -425,7 +425,7 @@ def teacher_name(teacher: TeacherConfig) -> str:
     if teacher.name == "palm":
         return "PaLM 540B"
     if teacher.name == "human":
-        return "people (their rationales, with the gold labels)"
+        return "human rationales, gold labels"
     block = getattr(teacher, teacher.name)
     return str(getattr(block, "model", None) or teacher.name)
 
