@@ -92,7 +92,7 @@ def copy_project(dest_root: Path, committed_grids: bool = False) -> Path:
     repo = dest_root / "repo"
     for rel in filter(None, files):
         src = REPO / rel
-        kept = rel.startswith("data/raw/") or rel.endswith(".gitignore") or rel.startswith("grids/")
+        kept = rel.startswith(("data/raw/", "data/tasks/")) or rel.endswith(".gitignore") or rel.startswith("grids/")
         run_output = rel.startswith(("data/", "models/", "results/", "store/")) or rel.endswith("dvc.lock")
         if not (src.is_file() or src.is_symlink()) or (run_output and not kept and not committed_grids):
             continue

@@ -119,7 +119,7 @@ def read_task_split(name: str, cfg: TaskConfig, split: str, root: Path = Path(".
     key, where = f"tasks.{name}.hub", f"{hub['path']}[{source}]"
     try:
         folder = root / hub["path"]
-        if folder.is_dir() and (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+        if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():  # save_to_disk
             saved = load_from_disk(str(folder))
             ds = saved[source] if hasattr(saved, "keys") else saved
         else:
