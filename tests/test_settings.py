@@ -84,7 +84,7 @@ def _changed(params, dotted: str, value):
     ("students.minilm-l6.kind", "rnn", "students.minilm-l6.kind: must be one of causal, encoder-decoder, seq2seq"),
     ("students.minilm-l6.keep_layers", "last", "students.minilm-l6.keep_layers: must be one of first, spread"),
     ("students.minilm-l6.encoder_layers", 0, "students.minilm-l6.encoder_layers: must be >= 1, got 0"),
-    ("teacher.name", "gpt", "teacher.name: must be one of palm, http, local; got 'gpt'"),
+    ("teacher.name", "gpt", "teacher.name: must be one of palm, http, local, human; got 'gpt'"),
     ("teacher.max_examples", 0, "teacher.max_examples: must be >= 1, got 0"),
     ("teacher.max_failed_share", 1.5, "teacher.max_failed_share: must be <= 1, got 1.5"),
     ("teacher.max_failed_share", -0.01, "teacher.max_failed_share: must be >= 0, got -0.01"),
