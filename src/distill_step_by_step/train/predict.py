@@ -117,6 +117,19 @@ def check_checkpoint(path: str | Path) -> None:
             raise DataError(f"{INFERENCE_KEY}.{key}: {value!r} is not a positive whole number", path=config)
 
 
+def register_tasks(params: str | Path) -> None:
+    """Make the tasks of a params file datasets, so that a student trained on one reads its inputs (no file:
+    the paper's datasets alone)."""
+    from ..data.datasets import register_task
+    from ..data.tasks import TaskConfig
+    from ..schema import as_mapping, parse
+    from ..settings import read_params
+
+    if Path(params).is_file():
+        for name, raw in as_mapping(read_params(params).get("tasks"), "tasks").items():
+            register_task(name, parse(TaskConfig, raw, f"tasks.{name}"))
+
+
 def _fail(message: str) -> None:
     print(f"distill-predict: {message}", file=sys.stderr)
 
@@ -129,16 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input", default="-", help="file with one example per line (default: stdin)")
     ap.add_argument("--rationales", action="store_true", help="also generate the rationale (step_by_step students)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--params", default="params.yaml",
+                    help="where your own tasks are declared (params.yaml: tasks), if the student learned one")
     args = ap.parse_args(argv)
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
     from .inference import load_for_inference, predict  # torch: only once the arguments are fine
 
     try:
+        register_tasks(args.params)
         stream = _open_input(args.input)
         check_checkpoint(args.model)
         student, info, method = load_for_inference(args.model)
-    except (DataError, FileNotFoundError) as exc:  # a missing or damaged checkpoint: one line
+    except (DataError, FileNotFoundError, ValueError) as exc:  # a damaged checkpoint or task declaration: one line
         _fail(str(exc))
         return 1
     spec = get_spec(info["dataset"]) if info.get("dataset") else None
