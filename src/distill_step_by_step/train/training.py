@@ -15,6 +15,7 @@ cell's record and validation curve depend on the inputs only; its timings go to 
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from ..data.datasets import get_spec
 from ..data.scoring import Score, score
+from ..errors import StageError
 from ..jsonio import atomic_dir
 from ..methods.method import MethodSettings, RowStats, target_label
 from ..methods.registry import label_from_output, predict_source, task_loss, task_units, training_examples, weighted_loss
@@ -300,15 +302,29 @@ def run_steps(loop: Loop, state: TrainState, batches: BatchOrder) -> None:
         evaluating = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
         if state.step % run.log_every == 0 or state.step == 1 or evaluating:
             loss_value = float(loss)  # reading the loss waits for the device: only when it is shown
+            check_finite(loss_value, state.step, run.log_every)
             loop.log.train(state.step, loss_value, parts.scheduler.get_last_lr()[0])
         if evaluating:
             validate_and_keep_best(loop, state)
         if not state.done(cfg) and loop.resume.due(loop.accelerator, run, state.step, evaluating,
                                                    time.monotonic() - last_save):
+            check_finite(float(loss), state.step, run.log_every)  # never save weights a non-finite loss broke
             now = time.perf_counter()
             state.train_seconds, t_seg, last_save = state.train_seconds + now - t_seg, now, time.monotonic()
             loop.resume.save(loop.accelerator, parts, state)
     state.train_seconds += time.perf_counter() - t_seg
+
+
+class NonFiniteLoss(StageError):
+    """The training loss became NaN or infinite: the cell stops rather than train on (and save) broken weights."""
+
+
+def check_finite(loss: float, step: int, every: int) -> None:
+    """Stop the cell when the loss it reads is not a finite number, naming the step."""
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(f"the training loss is {loss} at step {step} (read every run.log_every = {every} "
+                            "steps, so it went wrong at most that many steps before); nothing of this run is kept: "
+                            "lower train.lr, set train.grad_clip, or check the method's loss")
 
 
 def validate_and_keep_best(loop: Loop, state: TrainState) -> None:
