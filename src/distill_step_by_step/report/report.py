@@ -359,7 +359,21 @@ def _facts(dataset: str, context: dict[str, Any]) -> dict[str, Any]:
                 "lenient": f"{whole['accuracy']:.2%}", "unparsed": whole.get("unparsed", 0)}
     keys = ("test", "test_available", "valid", "pool_used", "pool_available")
     return {"split": {k: split.get(k) for k in keys} if split else None,
-            "note": context.get("notes", {}).get(dataset), "teacher": full}
+            "note": context.get("notes", {}).get(dataset), "teacher": full,
+            "annotation": _annotation(context.get("corpus", {}).get(dataset))}
+
+
+def _annotation(corpus: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a live teacher's annotation took (a corpus summary with a ``run``): completions, retries, tokens,
+    unparsed completions and, with a price, the cost; None for the recorded PaLM completions."""
+    if not corpus or "run" not in corpus:
+        return None
+    splits = corpus["splits"].values()
+    cost = corpus.get("cost")
+    return {"examples": corpus["run"]["examples"], "retries": corpus["run"]["retries"],
+            "prompt_tokens": f"{sum(s.get('prompt_tokens') or 0 for s in splits):,}",
+            "completion_tokens": f"{sum(s.get('completion_tokens') or 0 for s in splits):,}",
+            "unparsed": sum(s["unparsed"] for s in splits), "usd": f"{cost['usd']:.2f}" if cost else None}
 
 
 def _curve_summary(curves: list[Curve]) -> dict[str, Any] | None:
@@ -450,10 +464,11 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
     _csv(comps, out_dir / "comparisons.csv")
     _csv(per_class_table(classes), out_dir / PER_CLASS_FILE)
     context: dict[str, Any] = {"teacher_name": name, "baseline": read_json(reports_root / "baseline.json"),
-                               "splits": {}, "notes": {}}
+                               "splits": {}, "notes": {}, "corpus": {}}
     for dataset in grid.datasets:
         context["splits"][dataset] = read_json(reports_root / "splits" / f"{dataset}.json")
-        if "note" in (info := read_json(reports_root / "corpus" / f"{dataset}.json")):
+        info = context["corpus"][dataset] = read_json(reports_root / "corpus" / f"{dataset}.json")
+        if "note" in info:
             context["notes"][dataset] = info["note"]
     curves = collect_curves(results_root, grid)
     _csv(plot_by_fraction_table(points, res, grid), out_dir / "accuracy_by_fraction.csv")

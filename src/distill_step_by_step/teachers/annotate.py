@@ -79,10 +79,22 @@ def annotate(prepared_dir: str | Path, dataset: str, out_dir: str | Path, teache
         return annotate_recorded(prepared_dir, dataset, out_dir, max_examples=teacher.max_examples)
     live = build_teacher(teacher)
     try:
-        return annotate_live(live, prepared_dir, dataset, out_dir, Path(cache_dir) / f"{dataset}.jsonl",
-                             teacher.max_examples, teacher.max_failed_share)
+        summary = annotate_live(live, prepared_dir, dataset, out_dir, Path(cache_dir) / f"{dataset}.jsonl",
+                                teacher.max_examples, teacher.max_failed_share)
     finally:
         live.close()
+    price = teacher.http.price_per_million if teacher.name == "http" else None
+    return summary | ({"cost": annotation_cost(summary, price)} if price else {})
+
+
+def annotation_cost(summary: dict[str, Any], price: dict[str, float]) -> dict[str, Any]:
+    """What a corpus's completions cost at ``price`` (USD per million input and output tokens): every split's
+    prompt and completion tokens, cached ones included (the corpus's price, not one run's)."""
+    tokens = {kind: sum(split.get(f"{kind}_tokens") or 0 for split in summary["splits"].values())
+              for kind in ("prompt", "completion")}
+    usd = (tokens["prompt"] * price["input"] + tokens["completion"] * price["output"]) / 1e6
+    return {"usd": round(usd, 4), "prompt_tokens": tokens["prompt"], "completion_tokens": tokens["completion"],
+            "price_per_million": dict(price)}
 
 
 def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Path,

@@ -59,6 +59,8 @@ class HttpTeacher:
             limits=httpx.Limits(max_connections=int(settings.concurrency)),
         )
         self._stop = threading.Event()
+        self._tokenizer: Any = None
+        self._tokenizer_lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
         s = self.s
@@ -68,6 +70,22 @@ class HttpTeacher:
             if getattr(s, opt) is not None:
                 ident[opt] = getattr(s, opt)
         return ident
+
+    def _tokens(self, prompt: str, text: str, usage: dict[str, int]) -> tuple[int | None, int | None]:
+        """The server's token counts; where it reports none, ``tokenizer``'s (None without one)."""
+        counted = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        if None not in counted or self.s.tokenizer is None:
+            return counted
+        with self._tokenizer_lock:  # requests run in threads: load it once
+            if self._tokenizer is None:
+                from transformers import AutoTokenizer
+
+                from ..students.student import resolve_ref
+
+                self._tokenizer = AutoTokenizer.from_pretrained(resolve_ref(self.s.tokenizer))
+        tok = self._tokenizer
+        return (counted[0] if counted[0] is not None else len(tok(prompt)["input_ids"]),
+                counted[1] if counted[1] is not None else len(tok(text, add_special_tokens=False)["input_ids"]))
 
     # ----- one request -----
 
@@ -115,8 +133,9 @@ class HttpTeacher:
                     parsed = _read_completion(resp, self.s.endpoint, self.scrub)
                     if isinstance(parsed, tuple):
                         text, usage = parsed
-                        return Reply(request.key, text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                                     time.monotonic() - start, attempts)
+                        prompt_tokens, completion_tokens = self._tokens(request.prompt, text, usage)
+                        return Reply(request.key, text, prompt_tokens, completion_tokens, time.monotonic() - start,
+                                     attempts)
                     error = f"malformed response: {parsed}"
                 else:
                     error = f"HTTP {resp.status_code}: {_short(self.scrub(_reason(resp)))}"
