@@ -324,3 +324,16 @@ def test_the_readme_per_class_commands_on_a_fresh_clone_show_the_collapsed_cells
         in proc.stdout
     assert "  anli1/finetune/tiny-t5/f1.0-s0: one answer, 'contradiction', for 100.0% of the test examples" in proc.stdout
     assert "| distilling step-by-step | minilm-l6-d1 | 100%       | 1       |" in proc.stdout
+
+
+def test_methods_with_different_seeds_finished_are_compared_on_the_seeds_both_have(tmp_path):
+    """A grid being built: step-by-step has seeds 0 and 1, fine-tuning 0, 1 and 2. The paired comparison uses
+    seeds 0 and 1 of each (seed 2 of fine-tuning, far better here, does not enter it)."""
+    grid = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small"], [1.0], [0, 1, 2])
+    res = _grid(tmp_path, lambda m, s, f, seed: _first(190 if (m, seed) == ("finetune", 2) else
+                                                       120 + 10 * seed + (20 if m == "step_by_step" else 0)), grid=grid)
+    res.cells = res.cells[~((res.cells.method == "step_by_step") & (res.cells.seed == 2))]
+    res.correct = {k: v for k, v in res.correct.items() if not (k[1] == "step_by_step" and k[4] == 2)}
+    comps = comparison_table(res, grid)
+    row = comps[(comps.method == "step_by_step") & (comps.against == "finetune")].iloc[0]
+    assert row.seeds == 2 and row.difference == pytest.approx(0.1)  # (130 + 140) / 2 - (120 + 130) / 2, of 200

@@ -50,10 +50,27 @@ STILL_LEARNING = 0.01  # a validation curve that gained more than this over its 
 PER_CLASS_FILE = "per_class.csv"
 
 
-def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float) -> np.ndarray | None:
-    """(seeds, examples) 0/1 correctness of one method at one point, seeds in order; None without cells."""
-    keys = sorted(k for k in res.correct if k[:4] == (dataset, method, student, fraction))
+def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, fraction: float,
+                 seeds: set[int] | None = None) -> np.ndarray | None:
+    """(seeds, examples) 0/1 correctness of one method at one point, seeds in order (only ``seeds`` when
+    given); None without cells."""
+    keys = sorted(k for k in res.correct if k[:4] == (dataset, method, student, fraction)
+                  and (seeds is None or k[4] in seeds))
     return np.stack([res.correct[k] for k in keys]) if keys else None
+
+
+def _paired(res: GridResults, dataset: str, a: tuple[str, str, float], b: tuple[str, str, float]
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Two points' seed matrices for a paired comparison. Where both have several seeds but not the same ones (a
+    grid still being built), the seeds both have; a side with one seed is one fixed row, as the teacher is."""
+    def seeds(point: tuple[str, str, float]) -> set[int]:
+        return {k[4] for k in res.correct if k[:4] == (dataset, *point)}
+
+    sa, sb = seeds(a), seeds(b)
+    common = sa & sb if len(sa) > 1 and len(sb) > 1 and sa != sb else None
+    if common is not None and not common:
+        return None, None
+    return _seed_matrix(res, dataset, *a, seeds=common), _seed_matrix(res, dataset, *b, seeds=common)
 
 
 def point_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
@@ -100,17 +117,16 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
     for dataset in grid.datasets:
         for student in grid.students:
             for fraction in grid.fractions:
-                sbs = _seed_matrix(res, dataset, SBS, student, fraction)
                 for rival in grid.methods:
                     if rival != SBS and method_look(rival).compared_as:
-                        add(dataset, student, fraction, SBS, rival, sbs,
-                            _seed_matrix(res, dataset, rival, student, fraction))
+                        add(dataset, student, fraction, SBS, rival,
+                            *_paired(res, dataset, (SBS, student, fraction), (rival, student, fraction)))
                 for method in grid.methods:
                     add(dataset, student, fraction, method, TEACHER,
                         _seed_matrix(res, dataset, method, student, fraction), res.teacher_correct[dataset][None, :])
                 if "finetune" in grid.methods and fraction != largest:
-                    add(dataset, student, fraction, SBS, "finetune", sbs,
-                        _seed_matrix(res, dataset, "finetune", student, largest), largest)
+                    add(dataset, student, fraction, SBS, "finetune",
+                        *_paired(res, dataset, (SBS, student, fraction), ("finetune", student, largest)), largest)
     columns = ["dataset", "student", "fraction", "method", "against", "against_fraction", "difference", "low", "high",
                "verdict", "seeds", "test_examples"]
     return pd.DataFrame(rows, columns=columns).astype({"seeds": "Int64", "test_examples": "Int64"})
