@@ -132,7 +132,9 @@ def test_cosmetic_edits_make_only_the_reports_stale_and_a_loss_edit_every_cell(t
           "return F.cross_entropy(logits.float(), targets, label_smoothing=0.0)")
     stale = _code_changed(repo, *pipelines)
     cells = [s for s in stale if "train_score@" in s]
-    assert len(cells) == 8 + 12 and "report" not in stale  # the default loss: every cell of the demo and the smoke grid
+    # the default loss: every cell of the demo and the smoke grid (and, as settings.py reads the methods' registry,
+    # the other stages' code too: `grid commit` records those, as their outputs do not change)
+    assert len(cells) == 8 + 12
 
     # had that edit changed no number, `grid commit` records the new code in the lock, outputs untouched
     lock = repo / "grids" / "smoke" / "dvc.lock"
