@@ -25,6 +25,7 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,39 +101,40 @@ def annotation_cost(summary: dict[str, Any], price: dict[str, float]) -> dict[st
 def annotate_recorded(prepared_dir: str | Path, dataset: str, out_dir: str | Path,
                       max_examples: int | None = None) -> dict[str, Any]:
     """Parse the recorded PaLM completions of every split of ``dataset`` into ``out_dir/<split>.jsonl``."""
-    spec = get_spec(dataset)
-    summary: dict[str, Any] = {"dataset": dataset, "teacher": "palm", "splits": {}}
-    with atomic_dir(out_dir) as tmp:
-        for split in splits_of(dataset):
-            examples, completions = load_recorded(prepared_dir, dataset, split)
-            examples, completions = examples[:max_examples], completions[:max_examples]
-            records = [
-                corpus_record(ex, comp, dataset)
-                for ex, comp in tqdm(zip(examples, completions), total=len(examples), desc=f"{dataset}/{split}", unit="ex")
-            ]
-            write_jsonl(tmp / f"{split}.jsonl", records)
-            summary["splits"][split] = summarise(records, spec.answer_type)
-    if max_examples is not None:
-        summary["max_examples"] = max_examples
-    if spec.pool_note:
-        summary["note"] = spec.pool_note
-    return summary
+    def records(split: str) -> list[dict[str, Any]]:
+        examples, completions = load_recorded(prepared_dir, dataset, split)
+        examples, completions = examples[:max_examples], completions[:max_examples]
+        return [corpus_record(ex, comp, dataset)
+                for ex, comp in tqdm(zip(examples, completions), total=len(examples), desc=f"{dataset}/{split}", unit="ex")]
+
+    return _write_split_corpus(dataset, out_dir, {"dataset": dataset, "teacher": "palm"}, records, max_examples)
 
 
 def annotate_human(prepared_dir: str | Path, dataset: str, out_dir: str | Path,
                    max_examples: int | None = None) -> dict[str, Any]:
     """The rationales people wrote as the corpus of ``dataset``: the teacher's label is the gold label; an example
     without a rationale stays, unparsed (counted), like a completion that did not parse."""
-    spec = get_spec(dataset)
-    column = spec.rationale_column()
+    column = get_spec(dataset).rationale_column()
     if column is None:
         raise StageError(f"annotate {dataset}: teacher.name is human, but the dataset has no rationales written by "
                          f"people (a task names their column in tasks.{dataset}.rationale)")
-    summary: dict[str, Any] = {"dataset": dataset, "teacher": "human", "rationale_column": column, "splits": {}}
+
+    def records(split: str) -> list[dict[str, Any]]:
+        examples, rationales = load_human(prepared_dir, dataset, split)
+        return [human_record(ex, r) for ex, r in zip(examples[:max_examples], rationales[:max_examples])]
+
+    head = {"dataset": dataset, "teacher": "human", "rationale_column": column}
+    return _write_split_corpus(dataset, out_dir, head, records, max_examples)
+
+
+def _write_split_corpus(dataset: str, out_dir: str | Path, head: dict[str, Any],
+                        records_of: Callable[[str], list[dict[str, Any]]], max_examples: int | None) -> dict[str, Any]:
+    """Write each split's records (a teacher that needs no requests) and the corpus summary."""
+    spec = get_spec(dataset)
+    summary: dict[str, Any] = {**head, "splits": {}}
     with atomic_dir(out_dir) as tmp:
         for split in splits_of(dataset):
-            examples, rationales = load_human(prepared_dir, dataset, split)
-            records = [human_record(ex, r) for ex, r in zip(examples[:max_examples], rationales[:max_examples])]
+            records = records_of(split)
             write_jsonl(tmp / f"{split}.jsonl", records)
             summary["splits"][split] = summarise(records, spec.answer_type)
     if max_examples is not None:
