@@ -5,6 +5,7 @@
 3. ``bench_inference.py``   label-only test decoding vs rationale + label, the single-task way (goal >= 5x)
 4. ``bench_demo_step.py``   the CPU demo's training step, ``train.output_vocabulary`` all vs seen (goal >= 1.2x)
 5. ``bench_pipeline.py``    no-op ``dvc repro`` and ``dvc status`` (goal <= 3 s), default grid wall time
+6. ``bench_lora.py``        a LoRA student's training step vs full fine-tuning (SmolLM2-135M): time and memory
 Peak memory (RSS; GPU memory when there is one) is reported for every run of every variant.
 
 Each script runs in its own process (its stdout is shown, its stderr goes to
@@ -30,7 +31,7 @@ from pathlib import Path
 import benchlib
 
 SCRIPTS = {"cell": "bench_cell.py", "train_step": "bench_train_step.py", "inference": "bench_inference.py",
-           "demo_step": "bench_demo_step.py", "pipeline": "bench_pipeline.py"}
+           "demo_step": "bench_demo_step.py", "pipeline": "bench_pipeline.py", "lora": "bench_lora.py"}
 
 
 def git_state() -> dict:

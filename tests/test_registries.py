@@ -58,7 +58,8 @@ def test_a_dataset_spec_missing_a_piece_fails_when_it_is_made():
 
 def test_each_method_is_one_registered_object():
     assert list(registry()) == ["distill", "finetune", "single_task", "step_by_step"]  # one file each, by name
-    assert get_method("step_by_step").tunables == ("alpha", "labels") and get_method("distill").fixed == {"labels": "teacher"}
+    assert get_method("step_by_step").tunables == ("alpha", "labels", "rationales", "rationale_fraction")
+    assert get_method("distill").fixed == {"labels": "teacher"}
     assert isinstance(get_method("finetune"), Method)
     with pytest.raises(ValueError, match="unknown method 'cot'; known: distill, finetune, single_task, step_by_step"):
         get_method("cot")

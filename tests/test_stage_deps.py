@@ -17,6 +17,7 @@ from conftest import REPO, copy_project, run
 from stage_deps import package_data, stage_files
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+VARIANT_METHODS = "src/distill_step_by_step/methods"
 
 
 def _script(cmd: str) -> Path:
@@ -32,11 +33,22 @@ def test_a_stage_depends_on_every_module_its_script_imports(name):
     needed = {p.relative_to(REPO).as_posix() for p in stage_files(script, REPO / "src")}
     own_method = "src/distill_step_by_step/methods/${item.method}.py"  # a cell's own method's file, no other stage's
     assert (own_method in deps) == (name == "train_score")
+    assert (VARIANT_METHODS in deps) == (name == "train_variant")  # a variant's cell: every method's file
     assert script.relative_to(REPO).as_posix() in body["deps"]
     assert not needed - deps, f"{name}: missing deps {sorted(needed - deps)}"
     # and nothing it neither imports nor reads, which would re-run it for nothing (a dataset's prompt file,
     # `${item}`, is that item's data)
-    assert not {d for d in deps if "${" not in d} - needed, f"{name}: needless deps"
+    assert not {d for d in deps if "${" not in d and d != VARIANT_METHODS} - needed, f"{name}: needless deps"
+
+
+def test_a_variants_cells_are_a_methods_cells_but_for_their_list_and_method_files():
+    methods, variants = STAGES["train_score"], STAGES["train_variant"]
+    assert methods["matrix"] == {**variants["matrix"], "method": "${grid.methods}"}
+    assert variants["matrix"]["method"] == "${grid.variants}"
+    own = "src/distill_step_by_step/methods/${item.method}.py"
+    assert [d if d != own else VARIANT_METHODS for d in methods["deps"]] == variants["deps"]
+    assert {k: v for k, v in methods.items() if k not in ("matrix", "deps")} == \
+        {k: v for k, v in variants.items() if k not in ("matrix", "deps")}
 
 
 def test_only_the_report_stage_depends_on_the_report_template():

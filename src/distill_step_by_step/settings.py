@@ -132,11 +132,29 @@ class GridConfig:
     students: list[str]
     fractions: list[float] = setting(gt=0, le=1)
     seeds: list[int] = setting(ge=0)
+    # variants of methods (``methods.<name>: {extends: ...}``) trained beside them: DVC's stage ``train_variant``
+    variants: list[str] = setting([])
+
+    @property
+    def all_methods(self) -> list[str]:
+        """The methods, then the variants: what the grid's cells train."""
+        return [*self.methods, *self.variants]
 
     def cells(self) -> list[tuple[str, str, str, float, int]]:
-        """Every (dataset, method, student, fraction, seed) of the grid, in params order."""
-        return [(d, m, s, f, seed) for d in self.datasets for m in self.methods for s in self.students
+        """Every (dataset, method, student, fraction, seed) of the grid, in params order (variants after the
+        methods)."""
+        return [(d, m, s, f, seed) for d in self.datasets for m in self.all_methods for s in self.students
                 for f in self.fractions for seed in self.seeds]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """``students.<name>.lora``: train low-rank adapters on a frozen student (``students/lora.py``, peft)."""
+
+    r: int = setting(8, ge=1)  # the adapters' rank
+    alpha: float = setting(16.0, gt=0)  # their scale is alpha / r
+    dropout: float = setting(0.0, ge=0, le=0.9)
+    target_modules: list[str] | None = None  # the adapted modules' names; None: peft's default for the architecture
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ class StudentConfig:
     fresh_init: str = setting("copy", choices=("copy", "random"))
     config: dict[str, Any] | None = None  # built in code: {model_type: t5, d_model: ...}
     init_seed: int = setting(0, ge=0)
+    lora: dict[str, Any] | None = None  # LoraSettings: train adapters, not the model (README "LoRA students")
 
     def check(self, path: str) -> None:
         if not self.pretrained and not self.config:
@@ -166,6 +185,16 @@ class StudentConfig:
             raise SettingsError(f"{path}.config", "needs a model_type (e.g. t5)")
         if not self.pretrained and not self.tokenizer:
             raise SettingsError(path, "a model built in code needs a `tokenizer`")
+        if self.lora is not None:
+            self.lora_settings(f"{path}.lora")
+
+    def lora_settings(self, path: str = "student.lora") -> LoraSettings | None:
+        """The LoRA settings, checked (None: the whole student trains)."""
+        return None if self.lora is None else parse(LoraSettings, self.lora, path)
+
+    def without_lora(self) -> dict[str, Any]:
+        """The settings of the student that a LoRA student adapts (what its checkpoint names as its base)."""
+        return {k: v for k, v in self.as_dict().items() if k != "lora"}
 
     @classmethod
     def of(cls, value: "StudentConfig | dict[str, Any]") -> "StudentConfig":
@@ -359,11 +388,18 @@ def _check_grid(s: Settings) -> None:
             raise SettingsError(f"grid.datasets[{i}]", f"{name!r} is not prepared: add it to data.datasets "
                                 f"({', '.join(s.data.datasets)})")
     for i, name in enumerate(s.grid.methods):
+        if name in s.methods and s.methods[name].variant:
+            raise SettingsError(f"grid.methods[{i}]", f"{name} is a variant of {s.methods[name].name}: list it "
+                                "under grid.variants")
         if name not in registry():
             raise SettingsError(f"grid.methods[{i}]", f"must be one of {', '.join(registry())}; got {name!r}")
         if name not in s.methods:
             raise SettingsError(f"methods.{name}", f"missing: grid.methods names {name}, so params.yaml needs its "
                                 "settings (`{}` for none)")
+    for i, name in enumerate(s.grid.variants):
+        if name not in s.methods or not s.methods[name].variant:
+            raise SettingsError(f"grid.variants[{i}]", f"{name!r} is not a variant: params.yaml needs "
+                                f"methods.{name}: {{extends: <a method>, ...}}")
     for i, name in enumerate(s.grid.students):
         if name not in s.students:
             raise SettingsError(f"grid.students[{i}]", f"no student {name!r} under students "
@@ -374,3 +410,5 @@ def _check_grid(s: Settings) -> None:
             raise SettingsError(f"grid.{key}", "must not be empty")
         if len(set(values)) != len(values):
             raise SettingsError(f"grid.{key}", f"repeats a value: {values}")
+    if len(set(s.grid.variants)) != len(s.grid.variants):
+        raise SettingsError("grid.variants", f"repeats a value: {s.grid.variants}")

@@ -10,10 +10,11 @@ from the tasks that need them and counted (:class:`RowStats`), never silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..data.datasets import student_text
+from ..jsonio import content_hash
 from ..schema import setting
 
 if TYPE_CHECKING:
@@ -34,6 +35,18 @@ class MethodSettings:
     # the label task's share of the loss where a method trains two tasks (a one-task method keeps the default)
     alpha: float = setting(0.5, ge=0, le=1)
     labels: str = setting("gold", choices=LABEL_SOURCES)  # which label the student learns: gold or the teacher's
+    # a variant's own name (``methods.<variant>: {extends: <name>, ...}``); None for the method itself
+    variant: str | None = None
+
+    # settings a record leaves out while they hold their default (added after cells were kept, so that those
+    # cells' records stay as they were: absent means the default)
+    quiet_defaults: ClassVar[tuple[str, ...]] = ("variant",)
+
+    def record(self) -> dict[str, Any]:
+        """What ``student.json`` and a checkpoint record of these settings (``method_config``)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        quiet = {*MethodSettings.quiet_defaults, *self.quiet_defaults}
+        return {k: v for k, v in asdict(self).items() if not (k in quiet and v == defaults[k])}
 
 
 @dataclass
@@ -71,6 +84,15 @@ def has_rationale(record: dict[str, Any]) -> bool:
     return bool(record.get("teacher_ok")) and bool(record.get("rationale"))
 
 
+def drawn(records: Sequence[dict[str, Any]], fraction: float, seed: int) -> set[int]:
+    """The positions of ``round(fraction * n)`` of the records, drawn with ``seed`` by a seeded hash of each
+    record's id: a smaller fraction's draw is part of every larger one's, and whether an example is drawn
+    does not depend on the other examples' order."""
+    k = int(round(fraction * len(records)))
+    order = sorted(range(len(records)), key=lambda i: (content_hash([seed, records[i]["id"]]), i))
+    return set(order[:k])
+
+
 def cross_entropy(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
     """Mean cross-entropy over target tokens, in fp32 (what Hugging Face's ``loss`` is): the default loss."""
     import torch.nn.functional as F
@@ -96,23 +118,29 @@ class Method:
         """The training example of one record with its label (None: the record cannot be used)."""
         return TextExample(self.predict_source(record, separator), label)
 
-    def examples(self, records: list[dict[str, Any]], cfg: MethodSettings,
-                 separator: str | None) -> tuple[list[TextExample], RowStats]:
-        """Text examples from corpus records, with counts of what was dropped and why."""
+    def examples(self, records: list[dict[str, Any]], cfg: MethodSettings, separator: str | None,
+                 seed: int = 0, answer_type: str = "choice") -> tuple[list[TextExample], RowStats]:
+        """Text examples from corpus records, with counts of what was dropped and why; ``seed`` and
+        ``answer_type`` (how a teacher label is judged) serve methods that choose among the rationales."""
         stats = RowStats(examples=len(records))
-        out: list[TextExample] = []
+        pairs: list[tuple[dict[str, Any], TextExample]] = []
         for rec in records:
             label = target_label(rec, cfg)
             if label is None:
                 stats.drop("teacher label unparsed")
                 continue
             ex = self.example(rec, label, separator, stats)
-            if ex is None:
-                continue
-            stats.used += 1
-            stats.with_rationale += ex.rationale_target is not None or self.rationale_in_label
-            out.append(ex)
-        return out, stats
+            if ex is not None:
+                pairs.append((rec, ex))
+        self.choose_rationales(pairs, cfg, seed, answer_type, stats)
+        stats.used = len(pairs)
+        stats.with_rationale = sum(ex.rationale_target is not None or self.rationale_in_label for _, ex in pairs)
+        return [ex for _, ex in pairs], stats
+
+    def choose_rationales(self, pairs: list[tuple[dict[str, Any], TextExample]], cfg: MethodSettings, seed: int,
+                          answer_type: str, stats: RowStats) -> None:
+        """Take the rationale task away from the examples a method's settings leave without one (in place,
+        counted in ``stats``); by default every parsed rationale is kept."""
 
     def units(self, cfg: MethodSettings, step: int, batch: Sequence[int], label_rows: Sequence[R],
               rationale_rows: Mapping[int, R], grad_accum: int = 1) -> Units:

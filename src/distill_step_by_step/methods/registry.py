@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 METHODS: Registry[Method] = Registry("method", package=__package__, skip=("method", "registry"))
+METHODS_KEY = "methods"  # params.yaml's group of method settings
 register = METHODS.register  # add a method (its name must be new)
 registry = METHODS.all  # every registered method by name, plugins included
 get_method = METHODS.get  # a method by name; an unknown name lists the known ones
@@ -26,24 +27,39 @@ get_method = METHODS.get  # a method by name; an unknown name lists the known on
 
 def method_settings(name: str, raw: dict[str, Any] | None) -> MethodSettings:
     """``methods.<name>`` of params.yaml, checked against the method's own settings class; every problem
-    raises a :class:`SettingsError` naming its key path."""
-    path = f"methods.{name}"
+    raises a :class:`SettingsError` naming its key path.
+
+    A block with ``extends: <method>`` is a *variant*: a name of its own for a registered method with other
+    settings (``step_by_step_a03: {extends: step_by_step, alpha: 0.3}``). It starts from that method's
+    defaults, not from its block, so that its cells depend on their own block alone."""
+    path = f"{METHODS_KEY}.{name}"
+    raw = dict(as_mapping(raw, path))
+    variant = None
+    if "extends" in raw:
+        base = raw.pop("extends")
+        if name in registry():
+            raise SettingsError(f"{path}.extends", f"{name} is a method of its own; a variant needs a new name")
+        if not isinstance(base, str) or base not in registry():
+            raise SettingsError(f"{path}.extends", f"must be one of {', '.join(registry())}; got {base!r}")
+        name, variant = base, name
     try:
         method = get_method(name)
     except ValueError as exc:
-        raise SettingsError(path, str(exc)) from None
-    raw = as_mapping(raw, path)
+        raise SettingsError(path, f"{exc}; a variant of one names it with `extends:`") from None
     unknown = sorted(set(raw) - set(method.tunables))
     if unknown:
         raise SettingsError(f"{path}.{unknown[0]}", f"unknown setting; {name} takes "
                             + (", ".join(method.tunables) if method.tunables else "no settings"))
-    return parse(method.Settings, {"name": name, **raw, **method.fixed}, path)
+    return parse(method.Settings, {"name": name, **raw, **method.fixed, "variant": variant}, path)
 
 
 def recorded_settings(record: Mapping[str, Any]) -> MethodSettings:
     """A method's settings from its record in a checkpoint (``method_config``), checked as params would be."""
     method = get_method(record["name"])
-    return method_settings(method.name, {k: v for k, v in record.items() if k in method.tunables})
+    tunables = {k: v for k, v in record.items() if k in method.tunables}
+    if record.get("variant"):
+        return method_settings(record["variant"], {"extends": method.name, **tunables})
+    return method_settings(method.name, tunables)
 
 
 def predict_source(record: dict[str, Any], cfg: MethodSettings, separator: str | None) -> str:
@@ -56,10 +72,11 @@ def label_from_output(cfg: MethodSettings, text: str) -> str:
     return get_method(cfg.name).read_label(text)
 
 
-def training_examples(records: list[dict[str, Any]], cfg: MethodSettings,
-                      separator: str | None) -> tuple[list[TextExample], RowStats]:
-    """Text examples for the method of ``cfg`` from corpus records, with counts of what was dropped and why."""
-    return get_method(cfg.name).examples(records, cfg, separator)
+def training_examples(records: list[dict[str, Any]], cfg: MethodSettings, separator: str | None, seed: int = 0,
+                      answer_type: str = "choice") -> tuple[list[TextExample], RowStats]:
+    """Text examples for the method of ``cfg`` from corpus records, with counts of what was dropped and why
+    (``seed`` draws, and ``answer_type`` judges, where a method's settings choose among the rationales)."""
+    return get_method(cfg.name).examples(records, cfg, separator, seed, answer_type)
 
 
 def task_units(cfg: MethodSettings, batch: Sequence[int], label_rows: Sequence[R], rationale_rows: Mapping[int, R],

@@ -98,7 +98,8 @@ class Grid:
 
     def cells(self) -> list[Cell]:
         """Every cell of the grid, in grid order."""
-        return [Cell(d, m, s, f, seed) for d, m, s, f, seed in self.settings().grid.cells()]
+        grid = self.settings().grid
+        return [Cell(d, m, s, f, seed, m in grid.variants) for d, m, s, f, seed in grid.cells()]
 
     def locked(self) -> dict[str, dict[str, Any]]:
         """The stages this pipeline's ``dvc.lock`` records, by name."""

@@ -44,7 +44,7 @@ def plot_by_fraction(points: pd.DataFrame, grid: GridConfig, dataset: str, teach
     fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
     fractions = sorted(points.fraction.unique())
     for ax, student in zip(axes[0], students):
-        for method in grid.methods:
+        for method in grid.all_methods:
             ps = points[(points.student == student) & (points.method == method)].sort_values("fraction")
             if ps.empty:
                 continue
@@ -73,7 +73,7 @@ def plot_by_size(points: pd.DataFrame, grid: GridConfig, dataset: str, teacher: 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     largest = points.fraction.max() if not points.empty else max(grid.fractions)
     at = points[points.fraction == largest]
-    for method in grid.methods:
+    for method in grid.all_methods:
         ps = at[at.method == method].sort_values("params_m")
         if not ps.empty:
             color, marker = method_look(method).color, method_look(method).marker
@@ -103,7 +103,7 @@ def plot_curves(curves: list[Curve], grid: GridConfig, dataset: str, path: Path)
     fig, axes = plt.subplots(1, len(students), figsize=(5.2 * len(students), 4.6), sharey=True, squeeze=False)
     shown = sorted({min(c.fraction for c in curves), max(c.fraction for c in curves)}, reverse=True) if curves else []
     for ax, student in zip(axes[0], students):
-        for method in grid.methods:
+        for method in grid.all_methods:
             color, marker = method_look(method).color, method_look(method).marker
             for fraction, style in zip(shown, ("-", "--")):
                 c = next((c for c in curves if (c.student, c.method, c.fraction) == (student, method, fraction)), None)

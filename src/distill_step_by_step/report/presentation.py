@@ -3,11 +3,13 @@ DVC metrics, and the rival's name in the paper's claim (a).
 
 This lives with the report, not with the methods and datasets: the training stages never import it, so
 editing a title or a colour reruns the ``report`` stages only and leaves every trained cell current. A method
-or dataset without an entry here is shown under its own name, in grey.
+or dataset without an entry here (a plugin's, a variant of a method) is shown under its own name, in a colour
+the entries leave free.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 
@@ -32,9 +34,17 @@ METHOD_LOOKS: dict[str, MethodLook] = {
 DATASET_TITLES: dict[str, str] = {"cqa": "CommonsenseQA", "svamp": "SVAMP", "esnli": "e-SNLI", "anli1": "ANLI-R1"}
 
 
+OTHER_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "gray")  # for methods without an entry
+OTHER_MARKERS = ("v", "P", "*", "X", "<", ">")
+
+
 def method_look(name: str) -> MethodLook:
-    """How reports show the method ``name`` (its own name, in grey, when it has no entry)."""
-    return METHOD_LOOKS.get(name) or MethodLook(name, name)
+    """How reports show the method ``name``: its entry, or its own name in a colour and marker picked by
+    the name (the same in every report)."""
+    if name in METHOD_LOOKS:
+        return METHOD_LOOKS[name]
+    pick = zlib.crc32(name.encode("utf-8"))
+    return MethodLook(name, name, OTHER_COLORS[pick % len(OTHER_COLORS)], OTHER_MARKERS[pick // 7 % len(OTHER_MARKERS)])
 
 
 def dataset_title(name: str) -> str:

@@ -22,7 +22,7 @@ CELL_COLUMNS = ["dataset", "method", "student", "params_m", "fraction", "n_train
 
 
 def grid_cells(grid: GridConfig) -> list[Cell]:
-    return [Cell(d, m, s, f, seed) for d, m, s, f, seed in grid.cells()]
+    return [Cell(d, m, s, f, seed, m in grid.variants) for d, m, s, f, seed in grid.cells()]
 
 
 def missing_cells(results_root: str | Path, grid: GridConfig) -> list[Cell]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -96,10 +97,12 @@ def _bootstraps(res: GridResults) -> dict[str, Bootstrap]:
     return {row.dataset: Bootstrap(int(row.n_test)) for row in res.teacher.itertuples()}
 
 
-def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
+def comparison_table(res: GridResults, grid: GridConfig, bases: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per paired comparison at each (dataset, student, fraction) point: step-by-step against each
-    rival method, and every method against the teacher; and, for claim (b), step-by-step at each fraction
-    against fine-tuning at the largest one."""
+    rival method, each variant (``bases``: its method) against fine-tuning and against its method, and every
+    method and variant against the teacher; and, for claim (b), step-by-step at each fraction against
+    fine-tuning at the largest one."""
+    bases = bases or {}
     boot, rows = _bootstraps(res), []
     largest = max(grid.fractions)
 
@@ -121,7 +124,12 @@ def comparison_table(res: GridResults, grid: GridConfig) -> pd.DataFrame:
                     if rival != SBS and method_look(rival).compared_as:
                         add(dataset, student, fraction, SBS, rival,
                             *_paired(res, dataset, (SBS, student, fraction), (rival, student, fraction)))
-                for method in grid.methods:
+                for variant in grid.variants:
+                    for rival in dict.fromkeys(["finetune", bases.get(variant)]):
+                        if rival in grid.methods:
+                            add(dataset, student, fraction, variant, rival,
+                                *_paired(res, dataset, (variant, student, fraction), (rival, student, fraction)))
+                for method in grid.all_methods:
                     add(dataset, student, fraction, method, TEACHER,
                         _seed_matrix(res, dataset, method, student, fraction), res.teacher_correct[dataset][None, :])
                 if "finetune" in grid.methods and fraction != largest:
@@ -353,7 +361,7 @@ def accuracy_table(points: pd.DataFrame, res: GridResults, grid: GridConfig, dat
                     for p in mine.itertuples()]
     wide = mine.pivot_table(index=["method", "student"], columns="fraction", values="text", aggfunc="first")
     rows = []
-    for method in grid.methods:
+    for method in grid.all_methods:
         for student in grid.students:
             size = mine[(mine.method == method) & (mine.student == student)].params_m
             texts = [wide.loc[(method, student), f] if (method, student) in wide.index and f in wide.columns
@@ -427,6 +435,23 @@ def _per_class(classes: list[ClassResult], dataset: str) -> dict[str, Any] | Non
     return {"labels": list(class_labels(dataset) or ()), "table": table}
 
 
+def _variant_text(record: Mapping[str, Any]) -> str:
+    """``step_by_step with alpha 0.3, labels gold``: a variant's method and its settings."""
+    rest = [f"{k} {v}" for k, v in record.items() if k not in ("name", "variant")]
+    return record["name"] + (" with " + ", ".join(rest) if rest else "")
+
+
+def _variant_table(comps: pd.DataFrame, grid: GridConfig, dataset: str) -> str | None:
+    """Each variant against fine-tuning and against its method, at each point (Markdown), or None."""
+    mine = comps[(comps.dataset == dataset) & comps.method.isin(grid.variants) & (comps.against != TEACHER)]
+    if mine.empty:
+        return None
+    rows = [[r.method, method_look(r.against).title, r.student, pct(r.fraction), _iv(r).points(), r.verdict]
+            for r in mine.itertuples()]
+    return pd.DataFrame(rows, columns=["variant", "against", "student", "fraction", "difference", "verdict"]
+                        ).to_markdown(index=False)
+
+
 def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: GridConfig, context: dict[str, Any],
              curves: list["Curve"] | None = None, flags: pd.DataFrame | None = None,
              classes: list[ClassResult] | None = None) -> str:
@@ -440,12 +465,14 @@ def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: 
                  "table": accuracy_table(points, res, grid, d, name, flags), "claims": claims(comps, points, d),
                  "agreement": agreement(comps[comps.dataset == d], points[points.dataset == d], d),
                  "curves": None if curves is None else _curve_summary([c for c in curves if c.dataset == d]),
-                 "collapse": _collapse_summary(flags, d), "per_class": _per_class(classes, d)}
+                 "collapse": _collapse_summary(flags, d), "per_class": _per_class(classes, d),
+                 "variants": _variant_table(comps, grid, d)}
                 for d in grid.datasets]
     missing = {"count": len(res.missing), "total": len(grid.cells()), "names": [c.name for c in res.missing[:12]],
                "more": len(res.missing) > 12} if res.missing else None
     return _template().render(seeds=list(grid.seeds), rules=RULES, teacher_name=name, missing=missing,
-                              datasets=datasets, one_answer=f"{ONE_ANSWER:.0%}")
+                              datasets=datasets, one_answer=f"{ONE_ANSWER:.0%}",
+                              variants=context.get("variants", {}))
 
 
 # ----- the stage -----
@@ -474,13 +501,15 @@ def build_report(settings: Settings, results_root: str | Path, reports_root: str
     grid, reports_root, out_dir = settings.grid, Path(reports_root), Path(out_dir)
     name = teacher_name(settings.teacher)
     res = collect(results_root, reports_root, grid)
-    points, comps = point_table(res, grid), comparison_table(res, grid)
+    bases = {v: settings.method(v).name for v in grid.variants}
+    points, comps = point_table(res, grid), comparison_table(res, grid, bases)
     flags, classes = collapse_table(res, _bootstraps(res)), class_results(res, grid, name)
     _csv(results_table(res, points, flags), out_dir / "results.csv")
     _csv(comps, out_dir / "comparisons.csv")
     _csv(per_class_table(classes), out_dir / PER_CLASS_FILE)
     context: dict[str, Any] = {"teacher_name": name, "baseline": read_json(reports_root / "baseline.json"),
-                               "splits": {}, "notes": {}, "corpus": {}}
+                               "splits": {}, "notes": {}, "corpus": {},
+                               "variants": {v: _variant_text(settings.method(v).record()) for v in grid.variants}}
     for dataset in grid.datasets:
         context["splits"][dataset] = read_json(reports_root / "splits" / f"{dataset}.json")
         info = context["corpus"][dataset] = read_json(reports_root / "corpus" / f"{dataset}.json")

@@ -124,6 +124,7 @@ class StudentKind:
 
     name: ClassVar[str]
     left_padding: ClassVar[bool] = False  # prompts are left-padded for generation (decoder-only models)
+    lora_task: ClassVar[str | None] = None  # peft's task type for LoRA adapters (None: the kind takes none)
 
     def build(self, cfg: Any) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase", frozenset[str]]:
         """A model and tokenizer from a checked ``students.<name>`` entry, and the names of the parameters that

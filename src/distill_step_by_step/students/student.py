@@ -44,6 +44,7 @@ from ..errors import DataError
 from ..jsonio import atomic_dir, content_hash
 from ..settings import StudentConfig
 from .kind import StudentKind, get_kind
+from .lora import BASE_KEY, merged
 
 def model_cache() -> Path:
     """Where assembled and dequantised model files are kept (``$DSS_MODEL_CACHE``; not in git or DVC)."""
@@ -199,10 +200,15 @@ def build_student(cfg: StudentConfig | dict[str, Any]) -> Student:
     builds it."""
     _quiet()
     cfg = StudentConfig.of(cfg)
-    model, tokenizer, new = get_kind(cfg.kind).build(cfg)
+    spec = get_kind(cfg.kind)
+    model, tokenizer, new = spec.build(cfg)
     model.to(torch.float32)
     student = _finish(model, tokenizer, cfg.kind)
     student.new_parameters = new
+    if cfg.lora is not None:
+        from .lora import add_adapters
+
+        student.model = add_adapters(student.model, cfg.lora_settings(), spec.lora_task, cfg.kind, new)
     return student
 
 
@@ -250,7 +256,7 @@ def save_inference_info(folder: str | Path, kind: str, info: dict[str, Any]) -> 
     """Write into a saved checkpoint's ``config.json`` what using it needs: the student kind, the method it
     was trained with, its token limits and dataset (``transformers`` keeps unknown config keys)."""
     path = Path(folder) / "config.json"
-    config = _without_load_paths(json.loads(path.read_text()))
+    config = _without_load_paths(json.loads(path.read_text())) if path.is_file() else {}  # a LoRA adapter has none
     config[INFERENCE_KEY] = {"kind": kind, **info}
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -297,7 +303,11 @@ def load_student(path: str | Path) -> tuple[Student, dict[str, Any]]:
     except ValueError as exc:
         raise DataError(f"{INFERENCE_KEY}.kind: {exc}", path=str(path / "config.json")) from None
     try:
-        model, tokenizer = spec.load(str(path))
+        if BASE_KEY in info:  # LoRA adapters: on the base they were trained on, merged into its weights
+            base = build_student(info[BASE_KEY])
+            model, tokenizer = merged(base.model, path), base.tokenizer
+        else:
+            model, tokenizer = spec.load(str(path))
     except (OSError, ValueError, SafetensorError) as exc:  # a truncated or foreign file: one line, not a traceback
         raise DataError(f"cannot load the checkpoint ({str(exc).splitlines()[0][:200]})", path=str(path)) from None
     model.eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..data.splits import fraction_text, train_ids_path, valid_ids_path
 from ..errors import DataError, StageError
 from ..jsonio import read_lines
 
+STAGE, VARIANT_STAGE = "train_score", "train_variant"  # dvc.yaml's stages of cells: methods', variants'
 MODELS_ROOT = "models"
 RESULTS_ROOT = "results/demo"
 # A cell's results folder, all small and kept in git:
@@ -39,11 +40,15 @@ class Cell:
     student: str
     fraction: float
     seed: int
+    # its method is a variant (grid.variants), trained by the stage train_variant
+    variant: bool = field(default=False, compare=False)
 
     @property
     def stage(self) -> str:
-        """The cell's stage name in ``dvc.yaml`` (``train_score@<dataset>-<method>-<student>-<fraction>-<seed>``)."""
-        return f"train_score@{self.dataset}-{self.method}-{self.student}-{fraction_text(self.fraction)}-{self.seed}"
+        """The cell's stage name in ``dvc.yaml`` (``train_score@<dataset>-<method>-<student>-<fraction>-<seed>``;
+        a variant's, ``train_variant@...``)."""
+        family = VARIANT_STAGE if self.variant else STAGE
+        return f"{family}@{self.dataset}-{self.method}-{self.student}-{fraction_text(self.fraction)}-{self.seed}"
 
     @property
     def name(self) -> str:

@@ -228,7 +228,7 @@ class Resume:
         """A cell's state, keyed on all that decides what its training computes: the student, the method,
         the training settings, the seed, the number of processes, the examples and the package's code
         (the ``run`` settings are not among them: they change no result)."""
-        return cls(root, content_hash([student_cfg, asdict(method), asdict(cfg), seed, world, identity,
+        return cls(root, content_hash([student_cfg, method.record(), asdict(cfg), seed, world, identity,
                                          code_fingerprint(method=method.name)]))
 
     def saved_state(self) -> TrainState | None:

@@ -37,6 +37,8 @@ from ..methods.method import MethodSettings, RowStats, target_label
 from ..methods.registry import label_from_output, predict_source, task_loss, task_units, training_examples, weighted_loss
 from ..settings import RunConfig, Settings, StudentConfig, TrainConfig
 from ..students.modeling import Loss, Row, encode_rows, generate, length_grouped_order, units_losses
+from ..students.lora import BASE_KEY as LORA_BASE
+from ..students.lora import portable, trainable_parameters
 from ..students.student import Student, build_student, freeze_embeddings, save_inference_info, set_dropout
 from .cell import Cell, training_records
 from .resume import Resume, Trainables, TrainState
@@ -106,10 +108,10 @@ def _cost(row: Row) -> int:
     return len(row.source) + 4 * len(row.target)
 
 
-def encode_cell(student: Student, method: MethodSettings, data: CellData, cfg: TrainConfig) -> EncodedCell:
+def encode_cell(student: Student, method: MethodSettings, data: CellData, cfg: TrainConfig, seed: int = 0) -> EncodedCell:
     """Turn the cell's records into token rows for each task, and its validation pairs."""
     sep = student.pair_separator
-    examples, stats = training_examples(data.train, method, sep)
+    examples, stats = training_examples(data.train, method, sep, seed, data.answer_type)
     if not examples:
         raise ValueError(f"no usable training examples ({stats.dropped})")
     src, tgt = cfg.max_input_tokens, cfg.max_target_tokens
@@ -365,7 +367,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodSet
     # the data and the model
     set_seed(seed)
     student = build_student(student_cfg)
-    enc = encode_cell(student, method, data, cfg)
+    enc = encode_cell(student, method, data, cfg, seed)
     student.restrict_output(enc.output_vocab)
     if cfg.freeze_embeddings:
         freeze_embeddings(student.model)
@@ -392,7 +394,7 @@ def train_student(student_cfg: StudentConfig | dict[str, Any], method: MethodSet
     result = TrainResult(_record(info, student_cfg, method, cfg, seed, enc, student, state, accelerator),
                          list(state.curve), _timings(state, resumed, start_step))
     if main:
-        export(out_dir, resume, student, _inference_info(info, method, cfg, enc))
+        export(out_dir, resume, student, _inference_info(info, student_cfg, method, cfg, enc))
         if log_dir is not None and resume.live.exists():
             shutil.rmtree(Path(log_dir) / "dvclive", ignore_errors=True)
             shutil.copytree(resume.live, Path(log_dir) / "dvclive")
@@ -410,7 +412,7 @@ def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodSett
     return {
         **info,
         "kind": student.kind,
-        "method_config": asdict(method),
+        "method_config": method.record(),
         "student_config": student_cfg.as_dict(),
         "train_config": asdict(cfg),
         "seed": seed,
@@ -421,6 +423,7 @@ def _record(info: dict[str, Any], student_cfg: StudentConfig, method: MethodSett
         "n_valid": len(enc.valid),
         "params": params,
         "params_m": round(params / 1e6, 2),
+        **({"trainable_params": trainable_parameters(student.model)} if student_cfg.lora is not None else {}),
         "steps": state.step,
         "stopped_early": state.stopped_early,
         "best_step": state.best_step,
@@ -438,11 +441,16 @@ def _timings(state: TrainState, resumed: bool, start_step: int) -> dict[str, Any
             "resumed_at_step": start_step if resumed else None}
 
 
-def _inference_info(info: dict[str, Any], method: MethodSettings, cfg: TrainConfig, enc: EncodedCell) -> dict[str, Any]:
-    """What a checkpoint must carry to be used alone (``distill-predict``): how it reads inputs and answers."""
-    return {"dataset": info.get("dataset"), "method_config": asdict(method), "max_input_tokens": cfg.max_input_tokens,
-            "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens,
-            "output_vocabulary": enc.output_vocab}
+def _inference_info(info: dict[str, Any], student_cfg: StudentConfig, method: MethodSettings, cfg: TrainConfig,
+                    enc: EncodedCell) -> dict[str, Any]:
+    """What a checkpoint must carry to be used alone (``distill-predict``): how it reads inputs and answers, and
+    (LoRA adapters) the student they adapt."""
+    out = {"dataset": info.get("dataset"), "method_config": method.record(), "max_input_tokens": cfg.max_input_tokens,
+           "max_target_tokens": cfg.max_target_tokens, "max_label_tokens": enc.max_label_tokens,
+           "output_vocabulary": enc.output_vocab}
+    if student_cfg.lora is not None:
+        out[LORA_BASE] = student_cfg.without_lora()
+    return out
 
 
 def export(out_dir: str | Path, resume: Resume, student: Student, inference: dict[str, Any]) -> None:
@@ -453,6 +461,8 @@ def export(out_dir: str | Path, resume: Resume, student: Student, inference: dic
                 shutil.copy2(f, tmp / f.name)
         student.tokenizer.save_pretrained(tmp)
         save_inference_info(tmp, student.kind, inference)
+        if LORA_BASE in inference:
+            portable(tmp, inference[LORA_BASE])
 
 
 def state_dir(out_dir: str | Path, state_root: str | Path = ".resume") -> Path:

@@ -20,6 +20,7 @@ SEPARATOR = "\nOutput:"
 
 class Causal(StudentKind):
     name = "causal"
+    lora_task = "CAUSAL_LM"
     left_padding = True
 
     def build(self, cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, frozenset[str]]:

@@ -36,6 +36,7 @@ def decoder_batch(rows: Sequence[Row], student: Student, device: torch.device, i
 
 class Seq2Seq(StudentKind):
     name = "seq2seq"
+    lora_task = "SEQ_2_SEQ_LM"
 
     def build(self, cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, frozenset[str]]:
         if cfg.config is not None:
