@@ -193,3 +193,23 @@ def test_each_method_is_the_file_named_like_it():
     from distill_step_by_step.methods.registry import registry
 
     assert set(method_files(REPO / "src")) == set(registry())
+
+
+@pytest.mark.slow
+def test_a_checkpoints_weights_are_not_part_of_what_dvc_versions(project):
+    """DVC hashes a cell's checkpoint without its weights (``.dvcignore``): a retrain on another CPU model, whose
+    weights differ in their last bits while its scores do not, leaves ``dvc.lock`` as it is."""
+    stage = "train_score@anli1-finetune-tiny-t5-1.0-0"
+    run([sys.executable, "-m", "distill_step_by_step.profiles", "run", "smoke", "-S", "run.keep_weights=true",
+         "-S", "grid.methods=[finetune]", "-S", "grid.seeds=[0]", "-S", "grid.fractions=[1.0]"], project)
+    cell = project / "models" / "anli1" / "finetune" / "tiny-t5" / "f1.0-s0"
+    weights = cell / "model.safetensors"
+    assert weights.is_file()
+    [out] = [o for o in yaml.safe_load((project / "dvc.lock").read_text())["stages"][stage]["outs"]
+             if o["path"] == "models/anli1/finetune/tiny-t5/f1.0-s0"]
+    assert out["nfiles"] == len(list(cell.iterdir())) - 1  # every file of the checkpoint but its weights
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1  # another CPU's last bit
+    weights.write_bytes(bytes(blob))
+    status = run(["dvc", "status", f"dvc.yaml:{stage}"], project).stdout
+    assert "up to date" in status, status
