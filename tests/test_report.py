@@ -175,6 +175,33 @@ def test_claim_b_cannot_tell_yet_while_only_the_full_data_has_results(tmp_path):
            "yet**." in text
 
 
+def test_claim_b_while_fine_tuning_lacks_the_full_data_compares_with_its_most_data_so_far(tmp_path):
+    # fine-tuning has 50% only: step-by-step at 50% is set beside it, not called "no result with less"
+    grid = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small"], [0.25, 0.5, 1.0], [0, 1])
+    res = _grid(tmp_path, lambda m, s, f, seed: _first(int(200 * f) if m == "finetune" else 40 + seed), grid=grid)
+    keep = ~((res.cells.method == "finetune") & (res.cells.fraction != 0.5)) & (res.cells.fraction != 1.0)
+    res.cells = res.cells[keep]
+    res.correct = {k: v for k, v in res.correct.items()
+                   if k[3] != 1.0 and (k[1] != "finetune" or k[3] == 0.5)}
+    comps = comparison_table(res, grid)
+    reach = comps[(comps.against == "finetune") & (comps.against_fraction != comps.fraction)]
+    assert reach[["fraction", "against_fraction", "verdict"]].values.tolist() == [[0.25, 0.5, "behind"]]
+    text = markdown(res, point_table(res, grid), comps, grid, {"teacher_name": "PaLM 540B"})
+    assert "here small with step-by-step is ahead of fine-tuning with 50% (its most data so far) at no smaller " \
+           "fraction: our numbers **do not show it so far**." in text
+    assert "- (b) small: the smallest fraction at which step-by-step is not behind fine-tuning with 50% of the data: " \
+           "none in this grid; closest: 50% (behind, -29.8 points" in text
+
+    # ahead of fine-tuning with 50% says nothing yet of fine-tuning with all the data
+    res2 = _grid(tmp_path / "ahead", lambda m, s, f, seed: _first(60 + seed if m == "finetune" else 190), grid=grid)
+    res2.cells = res2.cells[keep.values]
+    res2.correct = {k: v for k, v in res2.correct.items()
+                    if k[3] != 1.0 and (k[1] != "finetune" or k[3] == 0.5)}
+    text = markdown(res2, point_table(res2, grid), comparison_table(res2, grid), grid, {"teacher_name": "PaLM 540B"})
+    assert "ahead of fine-tuning with 50% (its most data so far) from 25% of the data: our numbers **cannot tell " \
+           "yet**." in text
+
+
 # ----- collapsed cells -----
 
 def _constant(answer: str) -> list[dict]:

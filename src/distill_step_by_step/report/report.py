@@ -60,6 +60,11 @@ def _seed_matrix(res: GridResults, dataset: str, method: str, student: str, frac
     return np.stack([res.correct[k] for k in keys]) if keys else None
 
 
+def _largest_fraction(res: GridResults, dataset: str, method: str, student: str) -> float | None:
+    """The largest fraction at which ``method`` has results for ``student`` (None without any)."""
+    return max((k[3] for k in res.correct if k[:3] == (dataset, method, student)), default=None)
+
+
 def _paired(res: GridResults, dataset: str, a: tuple[str, str, float], b: tuple[str, str, float]
             ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Two points' seed matrices for a paired comparison. Where both have several seeds but not the same ones (a
@@ -101,10 +106,9 @@ def comparison_table(res: GridResults, grid: GridConfig, bases: Mapping[str, str
     """One row per paired comparison at each (dataset, student, fraction) point: step-by-step against each
     rival method, each variant (``bases``: its method) against fine-tuning and against its method, and every
     method and variant against the teacher; and, for claim (b), step-by-step at each fraction against
-    fine-tuning at the largest one."""
+    fine-tuning at the largest fraction it has results for (the grid's largest once the grid is complete)."""
     bases = bases or {}
     boot, rows = _bootstraps(res), []
-    largest = max(grid.fractions)
 
     def add(dataset: str, student: str, fraction: float, method: str, against: str, a: np.ndarray | None,
             b: np.ndarray | None, against_fraction: float | None = None) -> None:
@@ -132,9 +136,10 @@ def comparison_table(res: GridResults, grid: GridConfig, bases: Mapping[str, str
                 for method in grid.all_methods:
                     add(dataset, student, fraction, method, TEACHER,
                         _seed_matrix(res, dataset, method, student, fraction), res.teacher_correct[dataset][None, :])
-                if "finetune" in grid.methods and fraction != largest:
+                top = _largest_fraction(res, dataset, "finetune", student)
+                if "finetune" in grid.methods and top is not None and fraction < top:
                     add(dataset, student, fraction, SBS, "finetune",
-                        *_paired(res, dataset, (SBS, student, fraction), ("finetune", student, largest)), largest)
+                        *_paired(res, dataset, (SBS, student, fraction), ("finetune", student, top)), top)
     columns = ["dataset", "student", "fraction", "method", "against", "against_fraction", "difference", "low", "high",
                "verdict", "seeds", "test_examples"]
     return pd.DataFrame(rows, columns=columns).astype({"seeds": "Int64", "test_examples": "Int64"})
@@ -242,7 +247,7 @@ def claims(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> dict[str,
 
 def _claim_b(mine: pd.DataFrame, equal: pd.DataFrame, points: pd.DataFrame) -> list[dict[str, Any]]:
     """Per student: the smallest fraction at which step-by-step is not behind fine-tuning with the most data
-    (``first`` None where there is none)."""
+    (``first`` None where there is none, ``closest`` then the comparison nearest to it)."""
     reach = mine[(mine.method == SBS) & (mine.against == "finetune") & (mine.against_fraction != mine.fraction)]
     out = []
     for student, group in points.groupby("student", sort=False):
@@ -254,7 +259,9 @@ def _claim_b(mine: pd.DataFrame, equal: pd.DataFrame, points: pd.DataFrame) -> l
                                 equal[(equal.student == student) & (equal.against == "finetune") &
                                       (equal.fraction == largest)]]).sort_values("fraction")
         first = next((r for r in candidates.itertuples() if r.verdict != "behind"), None)
-        out.append({"student": student, "largest": pct(largest), "first": _verdict(first) if first else None})
+        closest = None if first or candidates.empty else candidates.sort_values("difference").iloc[-1]
+        out.append({"student": student, "largest": pct(largest), "first": _verdict(first) if first else None,
+                    "closest": _verdict(closest) if closest is not None else None})
     return out
 
 
@@ -271,12 +278,13 @@ def _claim_c(mine: pd.DataFrame, points: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def agreement(comps: pd.DataFrame, points: pd.DataFrame, dataset: str) -> dict[str, Any]:
+def agreement(comps: pd.DataFrame, points: pd.DataFrame, dataset: str, largest: float) -> dict[str, Any]:
     """This grid's verdicts set beside what the paper found, claim by claim (one dataset's comparisons and
-    points): the counts and a plain word (**agree**, **disagree**, ...) for the template's sentences."""
+    points; ``largest``: the grid's largest fraction): the counts and a plain word (**agree**, **disagree**,
+    ...) for the template's sentences."""
     paper_fraction = PAPER_FRACTION.get(dataset)
     return {"paper_fraction": pct(paper_fraction) if paper_fraction is not None else None,
-            "a": _agree_a(comps), "b": _agree_b(comps, paper_fraction), "c": _agree_c(comps, points)}
+            "a": _agree_a(comps), "b": _agree_b(comps, paper_fraction, largest), "c": _agree_c(comps, points)}
 
 
 def _agree_a(comps: pd.DataFrame) -> dict[str, Any] | None:
@@ -290,9 +298,11 @@ def _agree_a(comps: pd.DataFrame) -> dict[str, Any] | None:
     return {"n": n, "ahead": ahead, "behind": behind, "cannot_tell": n - ahead - behind, "word": word}
 
 
-def _agree_b(comps: pd.DataFrame, paper_fraction: float | None) -> list[dict[str, Any]]:
+def _agree_b(comps: pd.DataFrame, paper_fraction: float | None, grid_largest: float) -> list[dict[str, Any]]:
     """Per student: from which smaller fraction (``first``) step-by-step is ahead of fine-tuning with the most
-    data, whether it has any result with less (``smaller``), and the word."""
+    data it has (``so_far`` while that is less than the grid's largest fraction), whether step-by-step has any
+    result with less (``smaller``), and the word. Ahead of fine-tuning with less than all the data says nothing
+    of fine-tuning with all of it (cannot tell yet); behind it already is behind."""
     reach = comps[(comps.method == SBS) & (comps.against == "finetune")]
     out = []
     for student, group in reach.groupby("student", sort=False):
@@ -301,9 +311,11 @@ def _agree_b(comps: pd.DataFrame, paper_fraction: float | None) -> list[dict[str
         ok = full[(full.verdict == "ahead") & (full.fraction < largest)]
         smaller = bool((full.fraction < largest).any())
         first = ok.fraction.min() if not ok.empty else None
-        word = ("cannot tell yet" if not smaller else "do not show it" if first is None else
+        so_far = largest < grid_largest
+        word = ("cannot tell yet" if not smaller else ("do not show it" + (" so far" if so_far else ""))
+                if first is None else "cannot tell yet" if so_far else
                 "agree" if paper_fraction is None or first <= paper_fraction else "agree only with more data")
-        out.append({"student": student, "largest": pct(largest), "smaller": smaller,
+        out.append({"student": student, "largest": pct(largest), "smaller": smaller, "so_far": so_far,
                     "first": pct(first) if first is not None else None, "word": word})
     return out
 
@@ -463,7 +475,8 @@ def markdown(res: GridResults, points: pd.DataFrame, comps: pd.DataFrame, grid: 
     classes = class_results(res, grid, name) if classes is None else classes
     datasets = [{"name": d, "title": dataset_title(d), "facts": _facts(d, context),
                  "table": accuracy_table(points, res, grid, d, name, flags), "claims": claims(comps, points, d),
-                 "agreement": agreement(comps[comps.dataset == d], points[points.dataset == d], d),
+                 "agreement": agreement(comps[comps.dataset == d], points[points.dataset == d], d,
+                                        max(grid.fractions)),
                  "curves": None if curves is None else _curve_summary([c for c in curves if c.dataset == d]),
                  "collapse": _collapse_summary(flags, d), "per_class": _per_class(classes, d),
                  "variants": _variant_table(comps, grid, d)}
