@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from distill_step_by_step.errors import StageError
-from distill_step_by_step.ops.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, share
+from distill_step_by_step.ops.grid import GRIDS_DIR, CellTimes, Grid, out_of_date, points, record_times, share
 from distill_step_by_step.train.cell import Cell, check_may_train
 
 from conftest import GIT, REPO, copy_project, finished_events, run, worker_env
@@ -49,6 +49,23 @@ def test_estimates_come_from_the_most_similar_measured_cells_else_a_long_guess()
     assert times.estimate(Cell("anli1", "finetune", "smollm2-135m", 0.25, 1)) == pytest.approx(1.25 * 110)
     assert times.estimate(Cell("anli1", "distill", "gemma3-270m", 0.25, 1)) == pytest.approx(1.25 * 400)
     assert times.estimate(Cell("anli1", "distill", "minilm-l6", 0.25, 1)) == 1800.0
+
+
+def test_cpu_time_is_read_where_cells_recorded_it_and_estimated_from_those_alone(tmp_path):
+    grid = Grid("smoke", tmp_path)
+    grid.folder.mkdir(parents=True)
+    grid.times_path().write_text(json.dumps({  # an older entry has wall time only
+        "esnli/finetune/minilm-l6-d1/f0.5-s0": {"seconds": 300.0},
+        "esnli/finetune/minilm-l6-d1/f0.5-s1": {"seconds": 500.0, "cpu_seconds": 200.0},
+        "esnli/finetune/minilm-l6-d1/f0.5-s2": {"seconds": 700.0, "cpu_seconds": 260.0}}))
+    times = CellTimes.load(grid)
+    assert times.estimate(Cell("esnli", "finetune", "minilm-l6-d1", 1.0, 0)) == pytest.approx(1.25 * 500)
+    assert times.cpu_estimate(Cell("esnli", "finetune", "minilm-l6-d1", 1.0, 0)) == pytest.approx(230)
+    assert times.cpu_estimate(Cell("esnli", "finetune", "minilm-l3-d1", 1.0, 0)) is None
+    record_times(grid, {"esnli/distill/minilm-l3-d1/f1.0-s0": {"seconds": 12.345, "cpu_seconds": 11.98}})
+    kept = json.loads(grid.times_path().read_text())
+    assert kept["esnli/distill/minilm-l3-d1/f1.0-s0"] == {"seconds": 12.3, "cpu_seconds": 12.0}
+    assert kept["esnli/finetune/minilm-l6-d1/f0.5-s0"] == {"seconds": 300.0}
 
 
 def test_a_grid_cell_trains_only_under_a_worker_and_never_under_an_assembly(monkeypatch):
@@ -154,6 +171,11 @@ def test_a_budgeted_worker_starts_no_cell_it_cannot_finish_and_leaves_only_whole
     assert not list((repo / ".resume").glob("models/**/checkpoint"))  # no half-trained cell left behind
     times = json.loads((repo / "grids" / "smoke" / "cell_times.json").read_text())
     assert len(times) == done and all(0 < t["seconds"] < budget for t in times.values())
+    # the CPU time of each cell's processes: one torch thread each, so not above its wall time by much
+    assert all(0 < t["cpu_seconds"] < 1.5 * t["seconds"] for t in times.values()), times
+    cpu = sum(t["cpu_seconds"] for t in times.values()) / 3600
+    assert f"  CPU time: {done} of {done} finished cells measured it, {cpu:.2f} h in all; the {12 - done} missing " \
+           "cells with a similar measured cell need about" in after
 
 
 def _readme_block(marker: str) -> str:

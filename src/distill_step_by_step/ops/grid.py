@@ -3,7 +3,7 @@
 ``grids/<profile>/`` holds a grid's pipeline: ``dvc.yaml`` (a copy of the repository's one ``dvc.yaml``),
 ``params.yaml`` (``params.yaml`` with ``profiles/<profile>.yaml`` applied and the grid's own paths: made
 by ``init``, checked against its sources by the tests), ``dvc.lock`` (what DVC ran, stage by stage) and
-``cell_times.json`` (measured seconds per cell, for budgets). Its results go to ``results/<profile>/``
+``cell_times.json`` (measured seconds per cell, wall and CPU time, for budgets and estimates). Its results go to ``results/<profile>/``
 (DVC-cached, kept in the repository's ``store`` remote) and its report to ``reports/<profile>/`` (git),
 beside the CPU demo's.
 
@@ -16,7 +16,8 @@ beside the CPU demo's.
   state only: started again on the same disk, the stage resumes it.
 * ``assemble`` fetches every pushed cell from the remote and restores it into this pipeline from the
   run-cache (it never trains: a cell that is not in the remote is left missing), then builds the report.
-* ``status`` lists finished and missing cells, and the time the missing ones are estimated to need.
+* ``status`` lists finished and missing cells, and the time the missing ones are estimated to need: wall
+  time on the machines that measured the cells (budgets use it), and CPU time (what an idle machine needs).
 
 A cell counts as finished once this pipeline's ``dvc.lock`` records it with its results in place. The
 lock keeps the code hashes it ran with: after a code change ``dvc status`` reports those cells changed,
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -218,35 +220,60 @@ def share(cells: list[Cell], worker: int, workers: int) -> list[Cell]:
 
 @dataclass
 class CellTimes:
-    """Measured seconds per cell (``grids/<profile>/cell_times.json`` and this run's own), and estimates."""
+    """Measured seconds per cell (``grids/<profile>/cell_times.json`` and this run's own), and estimates.
+    Wall time (``seconds``) is what a budget needs on a machine as busy as the one that measured it; CPU time
+    (``cpu``: the cell's processes, user and system, measured since cells recorded it) is what it needs on
+    an idle one, however busy the measuring machine was."""
 
-    seconds: dict[str, float] = field(default_factory=dict)  # cell name -> seconds
+    seconds: dict[str, float] = field(default_factory=dict)  # cell name -> wall seconds
     guess: float = GUESS_MINUTES * 60
+    cpu: dict[str, float] = field(default_factory=dict)  # cell name -> CPU seconds, where measured
 
     @classmethod
     def load(cls, grid: Grid, guess_minutes: float = GUESS_MINUTES) -> "CellTimes":
         path = grid.times_path()
         data = json.loads(path.read_text()) if path.is_file() else {}
-        return cls({k: float(v["seconds"]) for k, v in data.items()}, guess_minutes * 60)
+        return cls({k: float(v["seconds"]) for k, v in data.items()}, guess_minutes * 60,
+                   {k: float(v["cpu_seconds"]) for k, v in data.items() if v.get("cpu_seconds") is not None})
 
     def estimate(self, cell: Cell) -> float:
         """Seconds the cell should take: the median of the most similar measured cells (same dataset, method
         and student; else same method and student; else same student), with a margin; else the guess."""
-        def like(keep: tuple[int, ...]) -> list[float]:
-            want = [cell.name.split("/")[i] for i in keep]
-            return [s for name, s in self.seconds.items() if [name.split("/")[i] for i in keep] == want]
+        found = _like(self.seconds, cell)
+        return SAFETY * statistics.median(found) if found else self.guess
 
-        for keep in ((0, 1, 2), (1, 2), (2,)):
-            if found := like(keep):
-                return SAFETY * statistics.median(found)
-        return self.guess
+    def cpu_estimate(self, cell: Cell) -> float | None:
+        """CPU seconds the cell should take, as :meth:`estimate` picks its cells, without a margin; None where
+        no similar cell has a CPU time."""
+        found = _like(self.cpu, cell)
+        return statistics.median(found) if found else None
 
 
-def record_times(grid: Grid, times: dict[str, float]) -> None:
-    """Merge measured cell times into ``grids/<profile>/cell_times.json``."""
+def _like(measured: dict[str, float], cell: Cell) -> list[float]:
+    """The measures of the cells most like ``cell``: same dataset, method and student; else same method and
+    student; else same student (none: empty)."""
+    parts = cell.name.split("/")
+    for keep in ((0, 1, 2), (1, 2), (2,)):
+        found = [s for name, s in measured.items() if [name.split("/")[i] for i in keep] == [parts[i] for i in keep]]
+        if found:
+            return found
+    return []
+
+
+def time_entry(entry: Any) -> dict[str, float]:
+    """One cell's entry of ``cell_times.json``, checked: ``{"seconds": wall[, "cpu_seconds": CPU]}``."""
+    out = {"seconds": round(float(entry["seconds"]), 1)}
+    if entry.get("cpu_seconds") is not None:
+        out["cpu_seconds"] = round(float(entry["cpu_seconds"]), 1)
+    return out
+
+
+def record_times(grid: Grid, times: dict[str, dict[str, float]]) -> None:
+    """Merge measured cell times (each cell's entry as :func:`time_entry` reads it) into
+    ``grids/<profile>/cell_times.json``."""
     path = grid.times_path()
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data.update({name: {"seconds": round(s, 1)} for name, s in times.items()})
+    data.update({name: time_entry(entry) for name, entry in times.items()})
     path.write_text(json.dumps(dict(sorted(data.items())), indent=1) + "\n")
 
 
@@ -256,7 +283,7 @@ def gather_worker_times(grid: Grid) -> None:
     workdir = Path(os.environ.get("DSS_WORKDIR") or grid.root / ".workers")
     inside = grid.times_path().relative_to(grid.root).as_posix()
     for path in sorted(workdir.glob(f"{grid.name}-*/{inside}")):
-        record_times(grid, {k: v["seconds"] for k, v in json.loads(path.read_text()).items()})
+        record_times(grid, json.loads(path.read_text()))
 
 
 def carry_times(grid: Grid, path: Path) -> None:
@@ -264,15 +291,15 @@ def carry_times(grid: Grid, path: Path) -> None:
     remove them: ``launch/worker.sh`` keeps that run's file in ``path`` while it moves the clone to newer code,
     and the file as that code had it in ``<path>.base.json``; only the entries the run added or changed count."""
     base_path = path.with_suffix(".base.json")
-    seconds: dict[Path, dict[str, float]] = {}
+    entries: dict[Path, dict[str, dict[str, float]]] = {}
     for p in (path, base_path):
         try:
             if p.is_file():
-                seconds[p] = {name: float(v["seconds"]) for name, v in json.loads(p.read_text()).items()}
+                entries[p] = {name: time_entry(v) for name, v in json.loads(p.read_text()).items()}
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StageError(f"{p}: not a file of cell times ({exc.__class__.__name__}: {exc})") from None
-    base = seconds.get(base_path, {})
-    record_times(grid, {name: s for name, s in seconds.get(path, {}).items() if base.get(name) != s})
+    base = entries.get(base_path, {})
+    record_times(grid, {name: e for name, e in entries.get(path, {}).items() if base.get(name) != e})
     path.unlink()
     base_path.unlink(missing_ok=True)
 
@@ -395,15 +422,18 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
                   flush=True)
             report["not_started"].append(cell.name)
             continue
-        t0, wall = time.monotonic(), time.time()
+        t0, wall, cpu0 = time.monotonic(), time.time(), _children_cpu()
         repro = ["repro", *(["--pull"] if remote else []), "-s", grid.target(cell.stage)]
         if dvc(*repro, env={WORKER_ENV: f"{worker}/{workers}"}, check=False) != 0:
             report["failed"].append(cell.name)
             continue
         if trained_since(grid, cell, wall):  # a cell restored from the run-cache says nothing of its cost
-            times.seconds[cell.name] = time.monotonic() - t0  # the whole stage: start-up and test included
+            # the whole stage, start-up and test included: wall time, and the CPU time of its processes
+            times.seconds[cell.name] = time.monotonic() - t0
+            times.cpu[cell.name] = _children_cpu() - cpu0
             report["trained"].append(cell.name)
-            record_times(grid, {cell.name: times.seconds[cell.name]})  # now: an assembly meanwhile gathers it
+            record_times(grid, {cell.name: {"seconds": times.seconds[cell.name],  # now: an assembly gathers it
+                                            "cpu_seconds": times.cpu[cell.name]}})
         report["done"].append(cell.name)
         if remote:  # at once (with any earlier push that failed): a worker stopped after this loses nothing
             unpushed = _push(grid, remote, [*unpushed, cell])
@@ -416,6 +446,12 @@ def work(grid: Grid, remote: str | None, worker: int = 1, workers: int = 1, budg
         print(f"worker {worker}/{workers}: {len(unpushed)} finished cells are in this clone only (first: "
               f"{unpushed[0].name}); run the worker again once the remote takes pushes", flush=True)
     return report
+
+
+def _children_cpu() -> float:
+    """User and system CPU seconds of this process's finished children (and theirs, which each waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _push(grid: Grid, remote: str, cells: list[Cell]) -> list[Cell]:
@@ -560,6 +596,7 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
     need = sum(times.estimate(c) for c in missing)
     lines = [f"grid {grid.profile}: {len(finished)} of {len(cells)} cells finished, {len(missing)} missing "
              f"(estimated {need / 3600:.2f} h of one worker)"]
+    lines += _cpu_lines(times, [c for c in cells if c in finished], missing)
     outdated = grid.outdated()
     if outdated:
         lines.append(f"  {_outdated_line(outdated)}: counted missing, the next worker trains them again")
@@ -577,6 +614,22 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
             est = f"  (~{times.estimate(cs[0]) / 60:.1f} min each)" if title == "missing" else ""
             lines.append(f"  {d:6} {m:13} {s:14} {100 * float(f):>5.4g}%  seeds {seeds}{est}")
     return lines + _collapsed_lines(grid, [c for c in cells if c in finished])
+
+
+def _cpu_lines(times: CellTimes, finished: list[Cell], missing: list[Cell]) -> list[str]:
+    """CPU time: what the finished cells that measured it took, and what the missing ones need by their most
+    similar measured cells (an idle machine's time, where the wall-time estimate carries the contention of
+    the machines that measured it)."""
+    if not times.cpu:
+        return []
+    took = [times.cpu[c.name] for c in finished if c.name in times.cpu]
+    needs = [times.cpu_estimate(c) for c in missing]
+    known = [n for n in needs if n is not None]
+    line = f"  CPU time: {len(took)} of {len(finished)} finished cells measured it, {sum(took) / 3600:.2f} h in all"
+    if missing:
+        line += (f"; the {len(known)} missing cells with a similar measured cell need about {sum(known) / 3600:.2f} h"
+                 + (f" ({len(needs) - len(known)} have none)" if len(known) < len(needs) else ""))
+    return [line]
 
 
 def _collapsed_lines(grid: Grid, finished: list[Cell]) -> list[str]:

@@ -283,7 +283,7 @@ def collect(profile: str, folder: Path) -> int:
             shutil.copytree(returned / "logs", "logs", dirs_exist_ok=True)
         grid = Grid(profile)
         for times in sorted((returned / "times").glob("*.json")):
-            record_times(grid, {k: v["seconds"] for k, v in json.loads(times.read_text()).items()})
+            record_times(grid, json.loads(times.read_text()))
     if not (returned / "remote").is_dir():
         raise SystemExit(f"{folder}: no cells came back (cells-*.tar.gz)")
     still = assemble(Grid(profile), str(returned / "remote"))
