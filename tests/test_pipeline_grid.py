@@ -78,3 +78,33 @@ def test_smoke_profile_reproduces_caches_and_reruns_only_what_changed(project):
     rows = list(csv.DictReader((project / "reports" / "results.csv").open()))
     assert len(rows) == 3
     assert not (project / ".resume" / "models" / "anli1" / "finetune" / "tiny-t5" / "f0.25-s0").exists()
+
+
+def test_make_run_trains_cells_side_by_side_and_leaves_the_pipeline_up_to_date(project):
+    """`make run`'s recipe (this venv, not installed again) on the smoke profile as the embedded default: the
+    data stages, then the cells two at a time, each in its own `dvc repro -s`, then the report."""
+    import sys
+    from pathlib import Path
+
+    from distill_step_by_step.ops.profiles import apply_profile, load_profile
+
+    params = apply_profile(yaml.safe_load((project / "params.yaml").read_text()),
+                           load_profile(str(project / "profiles" / "smoke.yaml")))
+    params["grid"].update(seeds=[0], methods=["finetune", "step_by_step"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    venv = Path(sys.executable).parents[1]
+    out = run(["make", "run", f"VENV={venv}", "-o", f"{venv}/.installed"], project, timeout=1200).stdout
+    cells = [s for s in ran(out) if s.startswith("train_score@")]
+    assert len(cells) == 4 and ran(out)[-1] == "report", out[-3000:]
+    assert run(["dvc", "status", "dvc.yaml"], project).stdout.strip() == "Data and pipelines are up to date."
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert all(c in lock for c in cells) and "report" in lock
+    # two at a time: some cell started before another finished
+    spans = []
+    for log in project.glob("logs/**/runs.jsonl"):
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        spans.append((next(e["time"] for e in events if e["event"] == "started"),
+                      next(e["time"] for e in events if e["event"] == "finished")))
+    spans.sort()
+    assert len(spans) == 4 and any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
+    assert ran(run(["make", "run", f"VENV={venv}", "-o", f"{venv}/.installed"], project).stdout) == []
