@@ -3,8 +3,8 @@
 ``grids/<profile>/`` holds a grid's pipeline: ``dvc.yaml`` (a copy of the repository's one ``dvc.yaml``),
 ``params.yaml`` (``params.yaml`` with ``profiles/<profile>.yaml`` applied and the grid's own paths: made
 by ``init``, checked against its sources by the tests), ``dvc.lock`` (what DVC ran, stage by stage) and
-``cell_times.json`` (measured seconds per cell, wall and CPU time, for budgets and estimates). Its results go to ``results/<profile>/``
-(DVC-cached, kept in the repository's ``store`` remote) and its report to ``reports/<profile>/`` (git),
+``cell_times.json`` (measured seconds per cell, wall and CPU time, for budgets and estimates). Its results
+go to ``results/<profile>/`` (DVC-cached, kept in the repository's ``store`` remote) and its report to ``reports/<profile>/`` (git),
 beside the CPU demo's.
 
 * ``work`` runs one worker: a deterministic, disjoint share of the grid's cells (worker I of N; whole

@@ -123,6 +123,7 @@ def comparison_table(res: GridResults, grid: GridConfig, bases: Mapping[str, str
 
     for dataset in grid.datasets:
         for student in grid.students:
+            top = _largest_fraction(res, dataset, "finetune", student)  # claim (b)'s fine-tuning
             for fraction in grid.fractions:
                 for rival in grid.methods:
                     if rival != SBS and method_look(rival).compared_as:
@@ -136,7 +137,6 @@ def comparison_table(res: GridResults, grid: GridConfig, bases: Mapping[str, str
                 for method in grid.all_methods:
                     add(dataset, student, fraction, method, TEACHER,
                         _seed_matrix(res, dataset, method, student, fraction), res.teacher_correct[dataset][None, :])
-                top = _largest_fraction(res, dataset, "finetune", student)
                 if "finetune" in grid.methods and top is not None and fraction < top:
                     add(dataset, student, fraction, SBS, "finetune",
                         *_paired(res, dataset, (SBS, student, fraction), ("finetune", student, top)), top)
