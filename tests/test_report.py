@@ -364,3 +364,21 @@ def test_methods_with_different_seeds_finished_are_compared_on_the_seeds_both_ha
     comps = comparison_table(res, grid)
     row = comps[(comps.method == "step_by_step") & (comps.against == "finetune")].iloc[0]
     assert row.seeds == 2 and row.difference == pytest.approx(0.1)  # (130 + 140) / 2 - (120 + 130) / 2, of 200
+
+
+def test_a_point_with_one_seed_is_compared_on_that_seed_alone(tmp_path):
+    """Fine-tuning has seed 1 only, step-by-step 0, 1 and 2: the comparison pairs seed 1 with seed 1 (the
+    others of step-by-step, far better here, do not enter it), and a point sharing no seed is not compared."""
+    grid = GridConfig(["esnli"], ["finetune", "step_by_step"], ["small", "big"], [1.0], [0, 1, 2])
+    res = _grid(tmp_path, lambda m, s, f, seed: _first(120 + (20 if m == "step_by_step" else 0)
+                                                       + (50 if (m, seed) != ("step_by_step", 1) else 0)), grid=grid)
+    # small: fine-tuning seed 1 only; big: fine-tuning seed 2 only and step-by-step seeds 0 and 1
+    drop = {("finetune", "small", 0), ("finetune", "small", 2), ("finetune", "big", 0), ("finetune", "big", 1),
+            ("step_by_step", "big", 2)}
+    res.cells = res.cells[[(c.method, c.student, c.seed) not in drop for c in res.cells.itertuples()]]
+    res.correct = {k: v for k, v in res.correct.items() if (k[1], k[2], k[4]) not in drop}
+    comps = comparison_table(res, grid)
+    pairs = comps[(comps.method == "step_by_step") & (comps.against == "finetune")]
+    assert pairs.student.tolist() == ["small"]
+    row = pairs.iloc[0]
+    assert row.seeds == 1 and row.difference == pytest.approx((140 - 170) / N)  # seed 1 with seed 1

@@ -586,6 +586,8 @@ def report(grid: Grid) -> None:
     retire(grid)
     restore_kept(grid)
     no_fewer_cells(grid)
+    # a grid with no cell yet (the teacher-only report) has no results folder in a clone: the stage's dependency
+    (grid.root / grid.settings().paths.results).mkdir(parents=True, exist_ok=True)
     dvc("repro", "-s", grid.target("report"))
 
 

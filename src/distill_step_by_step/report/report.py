@@ -67,13 +67,15 @@ def _largest_fraction(res: GridResults, dataset: str, method: str, student: str)
 
 def _paired(res: GridResults, dataset: str, a: tuple[str, str, float], b: tuple[str, str, float]
             ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Two points' seed matrices for a paired comparison. Where both have several seeds but not the same ones (a
-    grid still being built), the seeds both have; a side with one seed is one fixed row, as the teacher is."""
+    """Two points' seed matrices for a paired comparison, seed s with seed s. Where they have not finished the
+    same seeds (a grid still being built), the seeds both have, one of them alone too: a side with one seed
+    against three would otherwise leave its own seed-to-seed variation out of the interval. None where they
+    share no seed."""
     def seeds(point: tuple[str, str, float]) -> set[int]:
         return {k[4] for k in res.correct if k[:4] == (dataset, *point)}
 
     sa, sb = seeds(a), seeds(b)
-    common = sa & sb if len(sa) > 1 and len(sb) > 1 and sa != sb else None
+    common = sa & sb if sa != sb else None
     if common is not None and not common:
         return None, None
     return _seed_matrix(res, dataset, *a, seeds=common), _seed_matrix(res, dataset, *b, seeds=common)
