@@ -269,6 +269,9 @@ def test_a_fresh_clone_rebuilds_a_committed_grid_report_without_training(tmp_pat
     status = run([sys.executable, "-m", "distill_step_by_step.grid", "status", profile], repo).stdout
     total = len(Grid(profile, repo).cells())
     assert f"grid {profile}: {kept} of {total} cells finished, {total - kept} missing" in status
+    # a clone without the grid's data says so, and does not call its cells changed
+    assert "changed since" not in status and ((f"{kept} finished cells' training data is not in this clone" in status)
+                                              == (kept > 0)), status
 
 
 @pytest.mark.slow

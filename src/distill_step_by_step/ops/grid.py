@@ -602,10 +602,13 @@ def status_lines(grid: Grid, guess_minutes: float = GUESS_MINUTES) -> list[str]:
     outdated = grid.outdated()
     if outdated:
         lines.append(f"  {_outdated_line(outdated)}: counted missing, the next worker trains them again")
-    stale = _stale(grid, finished)
+    stale, absent = _stale(grid, finished)
     if stale:
         lines.append(f"  {len(stale)} finished cells were made by code or data that changed since (`dvc status "
                      f"{grid.pipeline}`); they are kept")
+    if absent:
+        lines.append(f"  {len(absent)} finished cells' training data is not in this clone, so whether it changed is "
+                     f"not checked (`dvc repro {grid.target(DATA_STAGE)}` makes it, training nothing)")
     for title, group in (("finished", [c for c in cells if c in finished]), ("missing", missing)):
         lines.append(f"{title}:")
         by: dict[tuple[str, str, str, str], list[Cell]] = defaultdict(list)
@@ -647,11 +650,21 @@ def _collapsed_lines(grid: Grid, finished: list[Cell]) -> list[str]:
     return lines + [f"  {c.name}: {'; '.join(reasons)}" for c, reasons in flagged.items()]
 
 
-def _stale(grid: Grid, finished: set[Cell]) -> list[str]:
+def _stale(grid: Grid, finished: set[Cell]) -> tuple[list[str], list[str]]:
+    """The finished cells whose recorded code or data changed since, and those whose only difference is data
+    this clone does not hold yet (a fresh clone before its data stages run): that says nothing of a change."""
     if not finished:
-        return []
+        return [], []
+    data = Path(grid.settings().paths.data).parts
     changed = dvc_status(grid.root, [grid.target(c.stage) for c in sorted(finished, key=str)])
-    return [name for name, what in changed.items() if any("changed deps" in w for w in what if isinstance(w, dict))]
+    stale, absent = [], []
+    for name, what in changed.items():
+        deps = {path: how for w in what if isinstance(w, dict) for path, how in w.get("changed deps", {}).items()}
+        if not deps:
+            continue
+        missing_data = all(how == "deleted" and Path(path).parts[:len(data)] == data for path, how in deps.items())
+        (absent if missing_data else stale).append(name)
+    return stale, absent
 
 
 def _budget(text: str) -> float:
