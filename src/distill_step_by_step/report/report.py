@@ -68,9 +68,9 @@ def _largest_fraction(res: GridResults, dataset: str, method: str, student: str)
 def _paired(res: GridResults, dataset: str, a: tuple[str, str, float], b: tuple[str, str, float]
             ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Two points' seed matrices for a paired comparison, seed s with seed s. Where they have not finished the
-    same seeds (a grid still being built), the seeds both have, one of them alone too: a side with one seed
-    against three would otherwise leave its own seed-to-seed variation out of the interval. None where they
-    share no seed."""
+    same seeds (a grid still being built), the seeds both have, even one alone: one seed against the mean of
+    three would count the three's seed-to-seed variation and not the one's, and read as a three-seed
+    comparison. None where they share no seed."""
     def seeds(point: tuple[str, str, float]) -> set[int]:
         return {k[4] for k in res.correct if k[:4] == (dataset, *point)}
 
