@@ -382,3 +382,22 @@ def test_a_point_with_one_seed_is_compared_on_that_seed_alone(tmp_path):
     assert pairs.student.tolist() == ["small"]
     row = pairs.iloc[0]
     assert row.seeds == 1 and row.difference == pytest.approx((140 - 170) / N)  # seed 1 with seed 1
+
+
+def test_the_readme_headline_tables_are_what_grid_headline_prints_from_the_committed_reports():
+    """Each ``<!-- headline: <profile> <dataset> <student> -->`` block of the README is, markers included, what
+    ``python -m distill_step_by_step.grid headline <profile>`` prints from the committed ``reports/<profile>/``."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"(<!-- headline: (\S+) \S+ \S+ -->\n.*?\n<!-- /headline -->)", text, re.S)
+    assert blocks, "the README has no headline table"
+    for block, profile in blocks:
+        printed = subprocess.run([sys.executable, "-m", "distill_step_by_step.grid", "headline", profile], cwd=REPO,
+                                 capture_output=True, text=True, check=True).stdout
+        assert block in printed, f"the README's headline table is not what `grid headline {profile}` prints:\n{printed}"
+    assert "| 12.5% (1,168) | " in text and "(b) step-by-step - fine-tuning with 100%" in text

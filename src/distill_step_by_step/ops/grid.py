@@ -694,7 +694,9 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("keep", help="push the finished cells' small outputs into the repository's store")
     c = sub.add_parser("commit", help="record this checkout's code in the lock for every stage it holds "
                                       "(after a refactor shown to change no number)")
-    for p in (w, a, s, r, k, c):
+    h = sub.add_parser("headline", help="print the README's headline table of each student from the committed "
+                                        "report (trains and runs nothing)")
+    for p in (w, a, s, r, k, c, h):
         p.add_argument("profile", help=f"a profile with a grid under grids/, or {DEFAULT} (the repository's own pipeline)")
     for p in (w, a):
         p.add_argument("--remote", help="a DVC remote URL or folder the workers share (none: this clone alone)")
@@ -730,6 +732,14 @@ def main(argv: list[str] | None = None) -> int:
             report(grid)
         elif args.action == "keep":
             keep(grid)
+        elif args.action == "headline":
+            from ..report.headline import headline_table  # pandas loads for this command alone
+
+            settings = grid.settings()
+            for dataset in settings.grid.datasets:
+                for student in settings.grid.students:
+                    print(f"<!-- headline: {args.profile} {dataset} {student} -->\n"
+                          f"{headline_table(grid.root / settings.paths.reports, dataset, student)}\n<!-- /headline -->")
         elif args.action == "commit":
             names, left = commit_code(grid)
             print(f"{grid.folder / 'dvc.lock'}: {len(names)} stages record this checkout's code")
