@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-SBS = "step_by_step"
-TEACHER = "teacher"
-NAMES = {"finetune": "fine-tuning", "distill": "distillation", SBS: "step-by-step"}
+from .presentation import METHOD_LOOKS
+from .reading import TEACHER
+from .report import SBS
 
 
 def _points(diff: pd.Series) -> str:
@@ -27,11 +27,13 @@ def headline_table(reports: str | Path, dataset: str, student: str) -> str:
     comps = comparisons[(comparisons.dataset == dataset) & (comparisons.student == student)
                         & (comparisons.method == SBS)]
     teacher = results.loc[results.dataset == dataset, "teacher_accuracy"]
-    methods = [m for m in NAMES if m in set(results.method)]
-    rivals = [m for m in methods if m != SBS]
+    present = set(results.method)
+    rivals = [m for m, look in METHOD_LOOKS.items() if look.compared_as and m in present]  # claim (a)'s, as the report
+    names = {**{m: METHOD_LOOKS[m].compared_as for m in rivals}, SBS: "step-by-step"}
+    methods = [*rivals, SBS] if SBS in present else rivals
     top = comps.loc[(comps.against == "finetune") & (comps.against_fraction != comps.fraction), "against_fraction"]
-    head = ["fraction of the pool (examples)", *(NAMES[m] for m in methods),
-            *(f"(a) step-by-step - {NAMES[r]}" for r in rivals)]
+    head = ["fraction of the pool (examples)", *(names[m] for m in methods),
+            *(f"(a) step-by-step - {names[r]}" for r in rivals)]
     if len(top):
         head.append(f"(b) step-by-step - fine-tuning with {100 * top.iloc[0]:g}%")
     head.append(f"(c) step-by-step - PaLM 540B ({100 * teacher.iloc[0]:.1f}%)" if len(teacher) else
